@@ -1,0 +1,14 @@
+"""DCGAN (Radford et al. 2016) on 28×28 digits, BCE with a non-saturating G.
+
+Run:   python launch.py --config=configs/dcgan.py
+Smoke: python launch.py --config=configs/dcgan.py:smoke --workdir=$(mktemp -d)
+"""
+
+from configs import default
+
+
+def get_config(arg: str | None = None):
+  config = default.base()
+  if arg == 'smoke':
+    config = default.smoke(config)
+  return config

@@ -1,0 +1,53 @@
+"""Settings every system shares; each configs/<system>.py starts from `base()`."""
+
+import ml_collections
+
+from gan_jax import losses
+
+
+def base() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  config.data = ml_collections.ConfigDict()
+  config.data.name = 'mnist5k'  # embedded, offline; or 'mnist', 'fashion_mnist' from tfds
+  config.data.data_dir = ''  # '' = $TFDS_DATA_DIR or ~/tensorflow_datasets
+  config.data.image_size = 28
+  config.data.batch_size = 64
+  config.data.num_labeled = 0  # labels the semi-supervised objective may use
+  config.data.labeled_batch_size = 0  # 0 = data.batch_size
+
+  config.model = ml_collections.ConfigDict()
+  config.model.generator = 'dcgan'
+  config.model.discriminator = 'dcgan'
+  config.model.latent_dim = 100
+
+  config.loss = ml_collections.ConfigDict()
+  config.loss.d_terms = {'bce_real': 1.0, 'bce_fake': 1.0}
+  config.loss.g_terms = {'bce_gen': 1.0}
+  config.loss.hparams = losses.default_hparams()
+
+  config.optimizer = ml_collections.ConfigDict()
+  # Separate settings for G and D: a common remedy when D overpowers G.
+  config.optimizer.g = {'name': 'adam', 'learning_rate': 2e-4, 'b1': 0.5, 'b2': 0.999}
+  config.optimizer.d = {'name': 'adam', 'learning_rate': 2e-4, 'b1': 0.5, 'b2': 0.999}
+
+  config.train = ml_collections.ConfigDict()
+  config.train.num_steps = 2000
+  config.train.d_steps = 1  # D updates per G update
+  config.train.update_order = 'alternating'  # or 'simultaneous'
+  config.train.log_every = 50
+  config.train.sample_every = 500
+  config.train.checkpoint_every = 500
+  config.train.max_checkpoints = 3
+  return config
+
+
+def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A few tiny steps: for tests and for checking that a config runs at all."""
+  config.data.batch_size = 8
+  config.train.num_steps = 4
+  config.train.log_every = 2
+  config.train.sample_every = 4
+  config.train.checkpoint_every = 2
+  return config

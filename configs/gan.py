@@ -1,0 +1,22 @@
+"""Vanilla GAN (Goodfellow et al. 2014): MLP G and D, BCE with one-sided label smoothing (0.9).
+
+Run:   python launch.py --config=configs/gan.py
+Smoke: python launch.py --config=configs/gan.py:smoke --workdir=$(mktemp -d)
+"""
+
+from configs import default
+
+
+def get_config(arg: str | None = None):
+  config = default.base()
+  config.model.generator = 'mlp'
+  config.model.discriminator = 'mlp'
+  config.loss.hparams.real_target = 0.9
+  config.optimizer.g.learning_rate = 2e-3
+  config.optimizer.d.learning_rate = 2e-3
+  config.train.num_steps = 20000
+  config.train.sample_every = 5000
+  config.train.checkpoint_every = 5000
+  if arg == 'smoke':
+    config = default.smoke(config)
+  return config

@@ -1,0 +1,24 @@
+"""GAN-cls (Reed et al. 2016): a matching-aware D scores (image, label) pairs.
+
+D loss: L(D(x, y), real) + ½[L(D(G(z, y), y), fake) + L(D(x, y_wrong), fake)], with
+y_wrong = (y + randint(1, N)) % N, so a wrong label never equals the true one.
+Base loss L: LSGAN (as the reference), or BCE with `--config.loss.d_terms` / `g_terms`.
+Sample grids: one row per class.
+
+Run:   python launch.py --config=configs/gan_cls.py
+Smoke: python launch.py --config=configs/gan_cls.py:smoke --workdir=$(mktemp -d)
+"""
+
+from configs import default
+
+
+def get_config(arg: str | None = None):
+  config = default.base()
+  config.model.generator = 'conditional'
+  config.model.discriminator = 'matching'
+  config.model.latent_dim = 38  # as the reference: 38 noise + 10 one-hot = 48 inputs
+  config.loss.d_terms = {'lsgan_real': 1.0, 'lsgan_fake': 0.5, 'lsgan_wrong': 0.5}
+  config.loss.g_terms = {'lsgan_gen': 1.0}
+  if arg == 'smoke':
+    config = default.smoke(config)
+  return config

@@ -1,0 +1,16 @@
+"""LSGAN (Mao et al. 2017): DCGAN's networks, least-squares losses with a=0, b=1, c=1.
+
+Run:   python launch.py --config=configs/lsgan.py
+Smoke: python launch.py --config=configs/lsgan.py:smoke --workdir=$(mktemp -d)
+"""
+
+from configs import default
+
+
+def get_config(arg: str | None = None):
+  config = default.base()
+  config.loss.d_terms = {'lsgan_real': 1.0, 'lsgan_fake': 1.0}
+  config.loss.g_terms = {'lsgan_gen': 1.0}
+  if arg == 'smoke':
+    config = default.smoke(config)
+  return config

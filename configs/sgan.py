@@ -1,0 +1,25 @@
+"""Semi-Supervised GAN (Odena 2016): D is an N+1-way classifier, class N = fake.
+
+Run:   python launch.py --config=configs/sgan.py
+Smoke: python launch.py --config=configs/sgan.py:smoke --workdir=$(mktemp -d)
+
+Only `data.num_labeled` (default 100, 10 per class, seeded) training labels are used; the
+rest of the embedded train split is used unlabeled. 32×32 images (MNIST centre-padded).
+"""
+
+from configs import default
+
+
+def get_config(arg: str | None = None):
+  config = default.base()
+  config.data.image_size = 32
+  config.data.num_labeled = 100
+  config.model.generator = 'sgan'
+  config.model.discriminator = 'sgan'
+  config.loss.d_terms = {'sgan_labeled': 1.0, 'sgan_real': 1.0, 'sgan_fake': 1.0}
+  config.loss.g_terms = {'sgan_gen': 1.0, 'feature_matching': 0.0}
+  config.train.num_steps = 3000
+  if arg == 'smoke':
+    config = default.smoke(config)
+    config.data.num_labeled = 20
+  return config

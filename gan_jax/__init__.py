@@ -1,0 +1,1 @@
+"""gan_jax: GANs in JAX/Flax (see README.md)."""

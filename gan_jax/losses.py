@@ -1,0 +1,164 @@
+"""GAN losses as pure functions of logits, and the objectives built from them.
+
+Every loss takes logits (never probabilities), is written with `log_sigmoid` /
+`log_softmax` / `logsumexp` so that it stays finite at any logit, and returns one
+value per example, like `optax.losses`: the caller chooses reduction and weights.
+
+An objective is a weighted sum of named terms (`D_TERMS`, `G_TERMS`), chosen in the
+config as `{name: weight}`; each term reads one discriminator output of the step:
+
+  'real'     D(x) on real images (with their labels, for conditional D)
+  'fake'     D(G(z)) (with the labels G was asked for)
+  'wrong'    D(x, y_wrong) on real images with mismatched labels (GAN-cls)
+  'labeled'  D(x) on the labeled subset (SGAN), scored against its labels
+"""
+
+import dataclasses
+from typing import Callable, Mapping, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from ml_collections import ConfigDict
+
+Array = jax.Array
+
+
+# ---------------------------------------------------------------- BCE (Goodfellow 2014)
+def sigmoid_cross_entropy(logits: Array, targets: Array | float) -> Array:
+  """−t·log σ(x) − (1−t)·log(1−σ(x)), per example."""
+  return -(targets * jax.nn.log_sigmoid(logits) + (1.0 - targets) * jax.nn.log_sigmoid(-logits))
+
+
+def bce_real(logits: Array, target: float = 1.0) -> Array:
+  """D's loss on real images; target < 1 is one-sided label smoothing (Salimans et al. 2016).
+
+  The smoothed target enters a full cross-entropy, −t·log σ(r) − (1−t)·log(1−σ(r)), so the
+  optimum is a finite logit (σ(r) = t) instead of r → ∞, which is what smoothing is for.
+  """
+  return sigmoid_cross_entropy(logits, target)
+
+
+def bce_fake(logits: Array) -> Array:
+  """D's loss on generated images: −log(1 − σ(f))."""
+  return -jax.nn.log_sigmoid(-logits)
+
+
+def bce_generator(logits: Array, minimax: bool = False) -> Array:
+  """G's loss: non-saturating −log σ(f), or the minimax form log(1 − σ(f))."""
+  if minimax:
+    return jax.nn.log_sigmoid(-logits)
+  return -jax.nn.log_sigmoid(logits)
+
+
+# ---------------------------------------------------------------- LSGAN (Mao et al. 2017)
+def lsgan_real(logits: Array, b: float = 1.0) -> Array:
+  """½(D(x) − b)²."""
+  return 0.5 * jnp.square(logits - b)
+
+
+def lsgan_fake(logits: Array, a: float = 0.0) -> Array:
+  """½(D(G(z)) − a)²."""
+  return 0.5 * jnp.square(logits - a)
+
+
+def lsgan_generator(logits: Array, c: float = 1.0) -> Array:
+  """½(D(G(z)) − c)²."""
+  return 0.5 * jnp.square(logits - c)
+
+
+# ---------------------------------------------------------------- SGAN (Odena 2016), N+1 logits, class N = fake
+def _log_p_real(logits: Array) -> Array:
+  """log(1 − p_fake) = logsumexp(l[:N]) − logsumexp(l)."""
+  return jax.nn.logsumexp(logits[..., :-1], axis=-1) - jax.nn.logsumexp(logits, axis=-1)
+
+
+def sgan_labeled(logits: Array, labels: Array) -> Array:
+  """−log softmax(l)[y] on labeled real images."""
+  log_probs = jax.nn.log_softmax(logits, axis=-1)
+  return -jnp.take_along_axis(log_probs, labels[..., None].astype(jnp.int32), axis=-1)[..., 0]
+
+
+def sgan_real(logits: Array) -> Array:
+  """−log(1 − p_fake) on unlabeled real images."""
+  return -_log_p_real(logits)
+
+
+def sgan_fake(logits: Array) -> Array:
+  """−log p_fake = −(l[N] − logsumexp(l)) on generated images."""
+  return -(logits[..., -1] - jax.nn.logsumexp(logits, axis=-1))
+
+
+def sgan_generator(logits: Array) -> Array:
+  """Non-saturating G loss: −log(1 − p_fake) on G(z)."""
+  return -_log_p_real(logits)
+
+
+def feature_matching(real_features: Array, fake_features: Array) -> Array:
+  """‖E f(x) − E f(G(z))‖² on D's penultimate features (Salimans et al. 2016).
+
+  A batch statistic, so it returns one value for the batch (shape [1]).
+  """
+  gap = jnp.mean(real_features, axis=0) - jnp.mean(fake_features, axis=0)
+  return jnp.sum(jnp.square(gap), keepdims=True)
+
+
+# ---------------------------------------------------------------- named terms
+class DiscOutput(NamedTuple):
+  """What one discriminator pass returns: logits, penultimate features, and the labels scored."""
+  logits: Array
+  features: Array
+  labels: Array
+
+
+TermFn = Callable[[Mapping[str, DiscOutput], ConfigDict], Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class Term:
+  """A named loss term: the discriminator outputs it reads and the per-example loss on them."""
+  needs: tuple[str, ...]
+  fn: TermFn
+
+
+def _squeeze(out: DiscOutput) -> Array:
+  """Single-logit heads give [B, 1]; the binary losses want [B]."""
+  return out.logits[..., 0]
+
+
+D_TERMS: dict[str, Term] = {
+    'bce_real': Term(('real',), lambda o, hp: bce_real(_squeeze(o['real']), hp.real_target)),
+    'bce_fake': Term(('fake',), lambda o, hp: bce_fake(_squeeze(o['fake']))),
+    'bce_wrong': Term(('wrong',), lambda o, hp: bce_fake(_squeeze(o['wrong']))),
+    'lsgan_real': Term(('real',), lambda o, hp: lsgan_real(_squeeze(o['real']), hp.b)),
+    'lsgan_fake': Term(('fake',), lambda o, hp: lsgan_fake(_squeeze(o['fake']), hp.a)),
+    'lsgan_wrong': Term(('wrong',), lambda o, hp: lsgan_fake(_squeeze(o['wrong']), hp.a)),
+    'sgan_labeled': Term(('labeled',), lambda o, hp: sgan_labeled(o['labeled'].logits, o['labeled'].labels)),
+    'sgan_real': Term(('real',), lambda o, hp: sgan_real(o['real'].logits)),
+    'sgan_fake': Term(('fake',), lambda o, hp: sgan_fake(o['fake'].logits)),
+}
+
+G_TERMS: dict[str, Term] = {
+    'bce_gen': Term(('fake',), lambda o, hp: bce_generator(_squeeze(o['fake']), hp.minimax)),
+    'lsgan_gen': Term(('fake',), lambda o, hp: lsgan_generator(_squeeze(o['fake']), hp.c)),
+    'sgan_gen': Term(('fake',), lambda o, hp: sgan_generator(o['fake'].logits)),
+    'feature_matching': Term(
+        ('real', 'fake'), lambda o, hp: feature_matching(o['real'].features, o['fake'].features)),
+}
+
+
+def default_hparams() -> ConfigDict:
+  """The loss constants: BCE real target (1 = no smoothing), minimax G, LSGAN a, b, c."""
+  return ConfigDict({'real_target': 1.0, 'minimax': False, 'a': 0.0, 'b': 1.0, 'c': 1.0})
+
+
+def outputs_needed(weights: Mapping[str, float], terms: Mapping[str, Term]) -> frozenset[str]:
+  """The discriminator outputs that the non-zero terms of an objective read."""
+  return frozenset(need for name, w in weights.items() if w for need in terms[name].needs)
+
+
+def objective(weights: Mapping[str, float], terms: Mapping[str, Term],
+              outputs: Mapping[str, DiscOutput], hparams: ConfigDict) -> tuple[Array, dict[str, Array]]:
+  """Σ_i w_i · mean(term_i(outputs)); also returns each term's mean, for the metrics."""
+  parts = {name: jnp.mean(terms[name].fn(outputs, hparams)) for name, w in weights.items() if w}
+  total = sum(weights[name] * value for name, value in parts.items())
+  return total, parts

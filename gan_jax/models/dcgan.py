@@ -1,0 +1,43 @@
+"""DCGAN (Radford et al. 2016), in the 28×28 form of the TensorFlow DCGAN tutorial."""
+
+import flax.linen as nn
+import jax
+
+from gan_jax.models.layers import batch_norm, dcgan_init
+
+
+class DCGANGenerator(nn.Module):
+  """Dense 7·7·256 → BN → LReLU → ConvT 128 (5×5, s1) → ConvT 64 (s2) → ConvT C (s2) tanh."""
+  channels: int = 1
+  negative_slope: float = 0.2
+
+  @nn.compact
+  def __call__(self, z: jax.Array, labels: jax.Array, train: bool) -> jax.Array:
+    del labels
+    act = lambda x: nn.leaky_relu(x, self.negative_slope)
+    # No bias before BatchNorm: its shift makes one redundant.
+    x = nn.Dense(7 * 7 * 256, use_bias=False, kernel_init=dcgan_init)(z)
+    x = act(batch_norm(use_running_average=not train)(x)).reshape(-1, 7, 7, 256)
+    for features, stride in ((128, 1), (64, 2)):
+      x = nn.ConvTranspose(features, (5, 5), (stride, stride), padding='SAME', use_bias=False,
+                           kernel_init=dcgan_init)(x)
+      x = act(batch_norm(use_running_average=not train)(x))
+    x = nn.ConvTranspose(self.channels, (5, 5), (2, 2), padding='SAME', kernel_init=dcgan_init)(x)
+    return nn.tanh(x)
+
+
+class DCGANDiscriminator(nn.Module):
+  """Conv 64 (5×5, s2) → LReLU → Dropout 0.3 → Conv 128 (s2) → LReLU → Dropout → Dense 1."""
+  num_classes: int = 10
+  negative_slope: float = 0.2
+  dropout: float = 0.3
+
+  @nn.compact
+  def __call__(self, images: jax.Array, labels: jax.Array, train: bool):
+    del labels
+    x = images
+    for features in (64, 128):
+      x = nn.Conv(features, (5, 5), (2, 2), padding='SAME', kernel_init=dcgan_init)(x)
+      x = nn.Dropout(self.dropout, deterministic=not train)(nn.leaky_relu(x, self.negative_slope))
+    features = x.reshape(x.shape[0], -1)
+    return nn.Dense(1, kernel_init=dcgan_init)(features), features

@@ -1,0 +1,45 @@
+"""Semi-Supervised GAN (Odena 2016): a D with N+1 softmax logits, the last one 'fake'."""
+
+import flax.linen as nn
+import jax
+
+from gan_jax.models.layers import batch_norm, dcgan_init, upsample_nearest
+
+_PAD1 = ((1, 1), (1, 1))  # PyTorch's padding=1, symmetric (flax 'SAME' pads stride-2 convs unevenly)
+
+
+class SGANGenerator(nn.Module):
+  """Dense 128·8·8 → BN → up×2 → Conv 128 → BN → LReLU → up×2 → Conv 64 → BN → LReLU → Conv C tanh."""
+  channels: int = 1
+  base_size: int = 8  # 8 → 32 after two upsamplings
+  negative_slope: float = 0.2
+
+  @nn.compact
+  def __call__(self, z: jax.Array, labels: jax.Array, train: bool) -> jax.Array:
+    del labels  # the paper's G is unconditional
+    norm = lambda: batch_norm(use_running_average=not train)
+    x = nn.Dense(128 * self.base_size**2, kernel_init=dcgan_init)(z)
+    x = norm()(x.reshape(-1, self.base_size, self.base_size, 128))
+    for features in (128, 64):
+      x = nn.Conv(features, (3, 3), padding=_PAD1, kernel_init=dcgan_init)(upsample_nearest(x))
+      x = nn.leaky_relu(norm()(x), self.negative_slope)
+    return nn.tanh(nn.Conv(self.channels, (3, 3), padding=_PAD1, kernel_init=dcgan_init)(x))
+
+
+class SGANDiscriminator(nn.Module):
+  """4 × [Conv 3×3 s2 (16/32/64/128) → LReLU(0.2) → Dropout 0.25 (→ BN after the first)] → Dense N+1."""
+  num_classes: int = 10
+  negative_slope: float = 0.2
+  dropout: float = 0.25
+
+  @nn.compact
+  def __call__(self, images: jax.Array, labels: jax.Array, train: bool):
+    del labels
+    x = images
+    for i, features in enumerate((16, 32, 64, 128)):
+      x = nn.Conv(features, (3, 3), (2, 2), padding=_PAD1, kernel_init=dcgan_init)(x)
+      x = nn.Dropout(self.dropout, deterministic=not train)(nn.leaky_relu(x, self.negative_slope))
+      if i:
+        x = batch_norm(use_running_average=not train)(x)
+    features = x.reshape(x.shape[0], -1)
+    return nn.Dense(self.num_classes + 1, kernel_init=dcgan_init)(features), features

@@ -1,0 +1,305 @@
+"""Training: one jitted step that updates D and G, and the loop around it."""
+
+import functools
+import json
+import math
+import os
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tqdm
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from ml_collections import ConfigDict
+
+from gan_jax import data, losses, models
+from gan_jax.checkpoint import Checkpointer
+from gan_jax.logging import MetricWriter, atomic_write_bytes, save_image_grid
+from gan_jax.state import OPTIMIZERS, GANState, create_state
+
+UPDATE_ORDERS = ('alternating', 'simultaneous')
+# Independent random streams derived from the run's base key.
+_DATA_STREAM, _LABELED_STREAM, _STEP_STREAM = 1, 2, 3
+
+
+def _choice_error(field: str, value: Any, choices) -> ValueError:
+  return ValueError(f'{field}={value!r} is not valid; valid choices: {", ".join(sorted(choices))}')
+
+
+def check_config(config: ConfigDict) -> None:
+  """Raises a one-line ValueError naming the first bad field, before anything is built."""
+  if config.model.generator not in models.GENERATORS:
+    raise _choice_error('model.generator', config.model.generator, models.GENERATORS)
+  if config.model.discriminator not in models.DISCRIMINATORS:
+    raise _choice_error('model.discriminator', config.model.discriminator, models.DISCRIMINATORS)
+  if config.data.name not in data.DATASETS:
+    raise _choice_error('data.name', config.data.name, data.DATASETS)
+  for side, terms in (('d_terms', losses.D_TERMS), ('g_terms', losses.G_TERMS)):
+    for name, weight in config.loss[side].items():
+      if name not in terms:
+        raise _choice_error(f'loss.{side}.{name}', weight, terms)
+  for net in ('g', 'd'):
+    opt = config.optimizer[net]
+    if opt.name not in OPTIMIZERS:
+      raise _choice_error(f'optimizer.{net}.name', opt.name, OPTIMIZERS)
+    if not opt.learning_rate > 0:
+      raise ValueError(f'optimizer.{net}.learning_rate={opt.learning_rate!r} must be > 0')
+  if config.train.update_order not in UPDATE_ORDERS:
+    raise _choice_error('train.update_order', config.train.update_order, UPDATE_ORDERS)
+  for field in ('num_steps', 'd_steps', 'log_every', 'sample_every', 'checkpoint_every'):
+    if not config.train[field] > 0:
+      raise ValueError(f'train.{field}={config.train[field]!r} must be > 0')
+  if not config.data.batch_size > 0:
+    raise ValueError(f'data.batch_size={config.data.batch_size!r} must be > 0')
+  if config.data.batch_size % jax.device_count():
+    raise ValueError(f'data.batch_size={config.data.batch_size} is not divisible by the '
+                     f'{jax.device_count()} devices')
+
+
+def uses_labels(config: ConfigDict) -> bool:
+  """Whether the objective reads the labeled subset (the semi-supervised systems)."""
+  return 'labeled' in losses.outputs_needed(config.loss.d_terms, losses.D_TERMS)
+
+
+def build_models(config: ConfigDict, num_classes: int, image_shape) -> tuple[nn.Module, nn.Module]:
+  shared = dict(num_classes=num_classes, channels=image_shape[-1], image_shape=tuple(image_shape))
+  generator = models.get_generator(config.model.generator, **shared)
+  discriminator = models.get_discriminator(config.model.discriminator, **shared)
+  return generator, discriminator
+
+
+def _realness(logits: jax.Array) -> jax.Array:
+  """How real D finds an image: a binary head's logit, or log p_real − log p_fake for N+1 logits."""
+  if logits.shape[-1] == 1:
+    return logits[..., 0]
+  return jax.nn.logsumexp(logits[..., :-1], axis=-1) - logits[..., -1]
+
+
+def make_train_step(config: ConfigDict, generator: nn.Module, discriminator: nn.Module,
+                    mesh: Mesh) -> Callable[[GANState, dict], tuple[GANState, dict]]:
+  """Returns `train_step(state, device_data) -> (state, metrics)`, to be jitted.
+
+  One call makes `train.d_steps` D updates then one G update. The fake batch of the
+  last D update is reused for G's update (one G forward pass fewer, as in the PyTorch
+  references); 'simultaneous' order scores it with D before that update.
+  """
+  d_weights, g_weights = dict(config.loss.d_terms), dict(config.loss.g_terms)
+  d_needs = losses.outputs_needed(d_weights, losses.D_TERMS)
+  g_needs = losses.outputs_needed(g_weights, losses.G_TERMS)
+  hparams = config.loss.hparams
+  batch_size, latent_dim = config.data.batch_size, config.model.latent_dim
+  labeled_batch_size = config.data.get('labeled_batch_size') or batch_size
+  d_steps = config.train.d_steps
+  # LSGAN's D targets a (fake) and b (real): the decision boundary is midway.
+  threshold = (hparams.a + hparams.b) / 2 if any(n.startswith('lsgan') for n in d_weights) else 0.0
+  batch_sharding = NamedSharding(mesh, P('data'))
+  shard = lambda x: jax.lax.with_sharding_constraint(x, batch_sharding)
+
+  def gather(device_data, pool, key, index, size):
+    idx = device_data[pool][data.batch_indices(key, index, device_data[pool].shape[0], size)]
+    return shard(data.to_unit_range(device_data['images'][idx])), shard(device_data['labels'][idx])
+
+  def discriminate(params, batch_stats, inputs, key):
+    """D in training mode on each named (images, labels) input; returns outputs and new statistics."""
+    names = sorted(inputs)
+    if not batch_stats:
+      # No BatchNorm, so one concatenated pass gives the same logits as separate ones, faster.
+      images = jnp.concatenate([inputs[n][0] for n in names])
+      labels = jnp.concatenate([inputs[n][1] for n in names])
+      logits, features = discriminator.apply({'params': params}, images, labels, train=True,
+                                             rngs={'dropout': key})
+      bounds = np.cumsum([inputs[n][0].shape[0] for n in names])[:-1]
+      return {n: losses.DiscOutput(l, f, inputs[n][1]) for n, l, f in
+              zip(names, jnp.split(logits, bounds), jnp.split(features, bounds))}, batch_stats
+    # With BatchNorm, each input is normalised by its own batch statistics, as in the papers.
+    outputs = {}
+    for i, n in enumerate(names):
+      (logits, features), mutated = discriminator.apply(
+          {'params': params, 'batch_stats': batch_stats}, *inputs[n], train=True,
+          rngs={'dropout': jax.random.fold_in(key, i)}, mutable=['batch_stats'])
+      batch_stats = mutated['batch_stats']
+      outputs[n] = losses.DiscOutput(logits, features, inputs[n][1])
+    return outputs, batch_stats
+
+  def d_loss_fn(params, batch_stats, inputs, key):
+    outputs, batch_stats = discriminate(params, batch_stats, inputs, key)
+    loss, parts = losses.objective(d_weights, losses.D_TERMS, outputs, hparams)
+    return loss, (parts, outputs, batch_stats)
+
+  def g_loss_of_fake(fake, d_state, inputs, key):
+    outputs, _ = discriminate(d_state.params, d_state.batch_stats, {**inputs, 'fake': (fake, inputs['fake'][1])}, key)
+    return losses.objective(g_weights, losses.G_TERMS, outputs, hparams)
+
+  def train_step(state: GANState, device_data: dict) -> tuple[GANState, dict]:
+    data_key = jax.random.fold_in(state.rng, _DATA_STREAM)
+    labeled_key = jax.random.fold_in(state.rng, _LABELED_STREAM)
+    step_key = jax.random.fold_in(jax.random.fold_in(state.rng, _STEP_STREAM), state.step)
+    d_state, g_batch_stats = state.d, state.g.batch_stats
+
+    for i in range(d_steps):
+      z_key, drop_key, wrong_key = jax.random.split(jax.random.fold_in(step_key, i), 3)
+      data_index = state.step * d_steps + i
+      real_images, labels = gather(device_data, 'real_indices', data_key, data_index, batch_size)
+      z = shard(jax.random.normal(z_key, (batch_size, latent_dim)))
+
+      def generate(params, z=z, labels=labels, batch_stats=g_batch_stats):
+        fake, mutated = generator.apply({'params': params, 'batch_stats': batch_stats}, z, labels,
+                                        train=True, mutable=['batch_stats'])
+        return fake, mutated.get('batch_stats', {})
+
+      fake, pull_back, g_batch_stats = jax.vjp(generate, state.g.params, has_aux=True)
+      inputs = {'real': (real_images, labels), 'fake': (fake, labels)}
+      if 'wrong' in d_needs:
+        # Mismatched labels that always differ from the true ones (not another batch's labels).
+        shift = jax.random.randint(wrong_key, labels.shape, 1, discriminator.num_classes)
+        inputs['wrong'] = (real_images, (labels + shift) % discriminator.num_classes)
+      if 'labeled' in d_needs:
+        inputs['labeled'] = gather(device_data, 'labeled_indices', labeled_key, data_index,
+                                   labeled_batch_size)
+      d_inputs = {n: inputs[n] for n in d_needs}
+      d_inputs['fake'] = (jax.lax.stop_gradient(fake), labels)
+      (d_loss, (d_parts, d_outputs, d_batch_stats)), d_grads = jax.value_and_grad(
+          d_loss_fn, has_aux=True)(d_state.params, d_state.batch_stats, d_inputs, drop_key)
+      d_before = d_state
+      d_state = d_state.apply_gradients(grads=d_grads, batch_stats=d_batch_stats)
+
+    scoring_d = d_state if config.train.update_order == 'alternating' else d_before
+    g_inputs = {n: inputs[n] for n in g_needs}
+    (g_loss, g_parts), fake_grads = jax.value_and_grad(g_loss_of_fake, has_aux=True)(
+        fake, scoring_d, g_inputs, jax.random.fold_in(step_key, d_steps))
+    (g_grads,) = pull_back(fake_grads)
+    g_state = state.g.apply_gradients(grads=g_grads, batch_stats=g_batch_stats)
+
+    metrics = {
+        'd_loss': d_loss, 'g_loss': g_loss,
+        **{f'd/{k}': v for k, v in d_parts.items()}, **{f'g/{k}': v for k, v in g_parts.items()},
+        'd_grad_norm': optax.global_norm(d_grads), 'g_grad_norm': optax.global_norm(g_grads),
+        'd_param_norm': optax.global_norm(d_state.params), 'g_param_norm': optax.global_norm(g_state.params),
+    }
+    if 'real' in d_outputs:
+      metrics['d_acc_real'] = jnp.mean(_realness(d_outputs['real'].logits) > threshold)
+    metrics['d_acc_fake'] = jnp.mean(_realness(d_outputs['fake'].logits) <= threshold)
+    if 'labeled' in d_outputs:
+      labeled = d_outputs['labeled']
+      metrics['d_acc_labeled'] = jnp.mean(jnp.argmax(labeled.logits[..., :-1], -1) == labeled.labels)
+    return GANState(step=state.step + 1, rng=state.rng, g=g_state, d=d_state), metrics
+
+  return train_step
+
+
+def make_sample_fn(generator: nn.Module) -> Callable:
+  """`sample(g_state, z, labels) -> images`, G in inference mode (BatchNorm running statistics)."""
+  @jax.jit
+  def sample(g_state, z, labels):
+    return generator.apply({'params': g_state.params, 'batch_stats': g_state.batch_stats}, z, labels,
+                           train=False)
+  return sample
+
+
+class Run:
+  """Everything a run needs before its first step: data on the device, models, state, writers."""
+
+  def __init__(self, config: ConfigDict, workdir: str):
+    check_config(config)
+    self.config, self.workdir = config, workdir
+    os.makedirs(workdir, exist_ok=True)
+    self.mesh = Mesh(np.array(jax.devices()), ('data',))
+    self.replicated = NamedSharding(self.mesh, P())
+    self.checkpointer = Checkpointer(workdir, config.train.max_checkpoints)
+    latest = self.checkpointer.latest_step()
+
+    images, labels = data.load_split(config.data.name, 'train', config.data.data_dir or None)
+    images = data.pad_to(images, config.data.image_size)
+    self.num_classes = data.DATASETS[config.data.name]
+    self.image_shape = images.shape[1:]
+    if latest is not None:
+      labeled = np.asarray(self.checkpointer.restore_meta(latest)['labeled_indices'], np.int32)
+    elif uses_labels(config):
+      labeled = data.labeled_subset(labels, config.data.num_labeled, self.num_classes, config.seed)
+    else:
+      labeled = np.zeros((0,), np.int32)
+    real = np.setdiff1d(np.arange(len(labels)), labeled).astype(np.int32)
+    self.labeled_indices = labeled
+    # The whole (small) dataset lives on the device; steps gather their batches there.
+    self.device_data = jax.device_put(
+        {'images': images, 'labels': labels.astype(np.int32), 'real_indices': real,
+         'labeled_indices': labeled if len(labeled) else np.zeros((1,), np.int32)}, self.replicated)
+
+    self.generator, self.discriminator = build_models(config, self.num_classes, self.image_shape)
+    self.sample = make_sample_fn(self.generator)
+    init = jax.jit(functools.partial(create_state, config, self.generator, self.discriminator,
+                                     self.image_shape), out_shardings=self.replicated)
+    if latest is None:
+      self.state = init()
+    else:
+      abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.replicated),
+                              jax.eval_shape(init))
+      self.state = self.checkpointer.restore(latest, abstract)
+    self.start_step = latest or 0
+
+  @property
+  def meta(self) -> dict:
+    return {'config': json.loads(self.config.to_json_best_effort()),
+            'labeled_indices': self.labeled_indices.tolist()}
+
+  def save_samples(self, state: GANState, path: str, seed_offset: int = 0) -> None:
+    """A grid of num_classes rows (row r conditioned on class r) from fixed noise."""
+    cols = 10
+    z = jax.random.normal(jax.random.PRNGKey(self.config.seed + seed_offset),
+                          (self.num_classes * cols, self.config.model.latent_dim))
+    labels = jnp.repeat(jnp.arange(self.num_classes), cols)
+    images = self.sample(state.g, z, labels)
+    save_image_grid(np.asarray(jax.device_get(images)), self.num_classes, path)
+
+
+def _check_finite(metrics: dict[str, float], step: int) -> None:
+  for name, value in metrics.items():
+    if not math.isfinite(value):
+      raise FloatingPointError(f'non-finite {name}={value} at step {step}; training stopped')
+
+
+def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, float]:
+  """Trains from scratch, or resumes from the latest checkpoint in `workdir`; returns the last metrics."""
+  run = Run(config, workdir)
+  tc = config.train
+  atomic_write_bytes(os.path.join(workdir, 'config.json'), config.to_json_best_effort(indent=2).encode())
+  writer = MetricWriter(workdir, resume_step=run.start_step)
+  train_step = jax.jit(make_train_step(config, run.generator, run.discriminator, run.mesh),
+                       donate_argnums=0)
+  state, last = run.state, {}
+  progress = tqdm.tqdm(total=tc.num_steps, initial=run.start_step, desc='train', unit='step',
+                       dynamic_ncols=True)
+  try:
+    for step in range(run.start_step + 1, tc.num_steps + 1):
+      state, metrics = train_step(state, run.device_data)
+      progress.update(1)
+      # Metrics stay on the device between logging steps: reading them forces a host sync.
+      if step % tc.log_every == 0 or step == tc.num_steps:
+        last = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        _check_finite(last, step)
+        writer.write(step, last)
+        progress.set_postfix(d_loss=f'{last["d_loss"]:.3f}', g_loss=f'{last["g_loss"]:.3f}')
+      if step % tc.sample_every == 0 or step == tc.num_steps:
+        run.save_samples(state, os.path.join(workdir, 'samples', f'step_{step:06d}.png'))
+      if step % tc.checkpoint_every == 0 or step == tc.num_steps:
+        run.checkpointer.save(state, run.meta)
+  finally:
+    progress.close()
+    run.checkpointer.wait()
+    run.checkpointer.close()
+    writer.close()
+  return last
+
+
+def sample(config: ConfigDict, workdir: str) -> str:
+  """Writes a grid from the latest checkpoint in `workdir` (fresh noise); returns its path."""
+  run = Run(config, workdir)
+  run.checkpointer.close()
+  if run.start_step == 0:
+    raise ValueError(f'workdir={workdir!r} has no checkpoint to sample from')
+  path = os.path.join(workdir, 'samples', f'sample_step_{run.start_step:06d}.png')
+  run.save_samples(run.state, path, seed_offset=1)
+  return path

@@ -1,0 +1,45 @@
+"""Train, sample from, or (later) evaluate and benchmark a GAN.
+
+  python launch.py --config=configs/sgan.py [--workdir=DIR] [--mode=train|sample]
+  python launch.py --config=configs/sgan.py:smoke --config.train.num_steps=10
+"""
+
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'A configs/*.py file, optionally ":arg".',
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Where the run writes; default workdirs/<config>.')
+_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'sample'], 'What to do.')
+flags.mark_flags_as_required(['config'])
+
+
+def default_workdir(config_flag: str) -> str:
+  """workdirs/sgan for configs/sgan.py, workdirs/sgan_smoke for configs/sgan.py:smoke."""
+  path, _, arg = config_flag.partition(':')
+  name = os.path.splitext(os.path.basename(path))[0]
+  return os.path.join('workdirs', f'{name}_{arg}' if arg else name)
+
+
+def main(argv):
+  del argv
+  if not flags.FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
+  from gan_jax import train  # after flag parsing: importing JAX is slow and flags may be wrong
+  workdir = _WORKDIR.value or default_workdir(flags.FLAGS['config'].serialize().split('=', 1)[1])
+  print(f'workdir: {os.path.abspath(workdir)}', flush=True)
+  try:
+    if _MODE.value == 'train':
+      train.train_and_evaluate(_CONFIG.value, workdir)
+    else:
+      print(f'samples: {train.sample(_CONFIG.value, workdir)}')
+  except ValueError as error:  # bad input: one line, exit status 2
+    print(f'error: {error}', file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == '__main__':
+  app.run(main)

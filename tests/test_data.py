@@ -1,0 +1,205 @@
+"""Tests for gan_jax.data and the mnist5k TFDS builder."""
+
+import contextlib
+import pathlib
+import socket
+import sys
+from unittest import mock
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from gan_jax import data
+
+
+@contextlib.contextmanager
+def offline():
+  """Makes any network connection fail."""
+  with mock.patch.object(
+      socket.socket, 'connect', side_effect=OSError('network disabled in tests')
+  ):
+    yield
+
+
+@contextlib.contextmanager
+def mock_tfds(num_examples):
+  """`tfds.testing.mock_data` with a working batched read.
+
+  In tfds 4.9.10 the mocked record source gets `__getitems__` as an unbound
+  `functools.partial`, so `source.__getitems__(keys)` raises TypeError
+  ("_getitems() missing 1 required positional argument: 'record_keys'");
+  reading the keys one by one through `__getitem__`, which the mock does set up
+  correctly, stands in for it.
+  """
+  source_cls = tfds.core.data_sources.array_record.ArrayRecordDataSource
+  with tfds.testing.mock_data(
+      num_examples=num_examples, policy=tfds.testing.MockPolicy.USE_CODE
+  ), mock.patch.object(
+      source_cls, '__getitems__', lambda self, keys: [self[k] for k in keys]
+  ):
+    yield
+
+
+@pytest.fixture(scope='session')
+def data_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp('tensorflow_datasets'))
+
+
+@pytest.fixture(scope='session')
+def mnist5k(data_dir):
+  """Prepares mnist5k once, offline and without TensorFlow; returns both splits."""
+  with offline():
+    splits = {split: data.load_split('mnist5k', split, data_dir) for split in ('train', 'test')}
+  # TensorFlow is no dependency; where it happens to be installed, nothing may load it.
+  assert 'tensorflow' not in sys.modules
+  return splits
+
+
+def test_mnist5k_is_prepared_as_array_record(mnist5k, data_dir):
+  del mnist5k  # Prepared by the fixture.
+  files = sorted(p.name for p in (pathlib.Path(data_dir) / 'mnist5k' / '1.0.0').iterdir())
+  assert 'mnist5k-train.array_record-00000-of-00001' in files
+  assert 'mnist5k-test.array_record-00000-of-00001' in files
+
+
+@pytest.mark.parametrize('split, per_class', [('train', 400), ('test', 100)])
+def test_mnist5k_split(mnist5k, split, per_class):
+  images, labels = mnist5k[split]
+  assert images.shape == (10 * per_class, 28, 28, 1) and images.dtype == np.uint8
+  assert labels.shape == (10 * per_class,) and labels.dtype == np.int32
+  np.testing.assert_array_equal(np.bincount(labels, minlength=10), [per_class] * 10)
+  assert images.max() == 255
+  # Every image is a digit: some ink, on a mostly black background.
+  ink = (images > 127).mean(axis=(1, 2, 3))
+  assert ink.min() > 0.02 and ink.max() < 0.5
+
+
+def test_mnist5k_train_and_test_are_disjoint(mnist5k):
+  train = {image.tobytes() for image in mnist5k['train'][0]}
+  assert not any(image.tobytes() in train for image in mnist5k['test'][0])
+
+
+def test_mnist5k_loads_deterministically(mnist5k, data_dir):
+  images, labels = data.load_split('mnist5k', 'train', data_dir)
+  np.testing.assert_array_equal(images, mnist5k['train'][0])
+  np.testing.assert_array_equal(labels, mnist5k['train'][1])
+
+
+def test_standard_name_reads_through_tfds_data_source(data_dir):
+  with mock_tfds(num_examples=12):
+    images, labels = data.load_split('mnist', 'train', data_dir)
+  assert images.shape == (12, 28, 28, 1) and images.dtype == np.uint8
+  assert labels.shape == (12,) and labels.dtype == np.int32
+  assert labels.min() >= 0 and labels.max() < data.DATASETS['mnist']
+
+
+def test_standard_name_not_prepared_is_a_one_line_error(tmp_path):
+  with pytest.raises(ValueError) as error:
+    data.load_split('fashion_mnist', 'train', str(tmp_path))
+  message = str(error.value)
+  assert '\n' not in message
+  assert "'fashion_mnist'" in message and str(tmp_path) in message
+  assert '--file_format=array_record' in message and 'mnist5k' in message
+
+
+def test_unknown_dataset_is_a_one_line_error():
+  with pytest.raises(ValueError) as error:
+    data.load_split('foo', 'train')
+  assert str(error.value) == (
+      "Unknown dataset: 'foo'; valid choices: fashion_mnist, mnist, mnist5k"
+  )
+
+
+def test_missing_data_dir_is_a_one_line_error(tmp_path):
+  missing = str(tmp_path / 'nowhere')
+  with pytest.raises(ValueError, match='data.data_dir') as error:
+    data.load_split('mnist5k', 'train', missing)
+  assert missing in str(error.value) and '\n' not in str(error.value)
+
+
+def test_default_data_dir(monkeypatch):
+  monkeypatch.setenv('TFDS_DATA_DIR', '/some/dir')
+  assert data.default_data_dir() == '/some/dir'
+  monkeypatch.delenv('TFDS_DATA_DIR')
+  assert data.default_data_dir().endswith('tensorflow_datasets')
+
+
+LABELS = np.repeat(np.arange(10), 50)[np.random.default_rng(0).permutation(500)]
+
+
+def test_labeled_subset_is_balanced_sorted_and_seeded():
+  indices = data.labeled_subset(LABELS, 100, 10, seed=0)
+  assert indices.dtype == np.int32
+  assert np.all(np.diff(indices) > 0)
+  np.testing.assert_array_equal(np.bincount(LABELS[indices], minlength=10), [10] * 10)
+  np.testing.assert_array_equal(indices, data.labeled_subset(LABELS, 100, 10, seed=0))
+  assert not np.array_equal(indices, data.labeled_subset(LABELS, 100, 10, seed=1))
+
+
+@pytest.mark.parametrize('num_labeled', [0, -10, 25])
+def test_labeled_subset_rejects_non_multiples(num_labeled):
+  with pytest.raises(ValueError, match='data.num_labeled'):
+    data.labeled_subset(LABELS, num_labeled, 10, seed=0)
+
+
+def test_labeled_subset_rejects_too_many():
+  with pytest.raises(ValueError, match='data.num_labeled=510.*limit is 500'):
+    data.labeled_subset(LABELS, 510, 10, seed=0)
+
+
+def test_pad_to_centres_the_image():
+  images = np.full((2, 28, 28, 1), 255, np.uint8)
+  padded = data.pad_to(images, 32)
+  assert padded.shape == (2, 32, 32, 1) and padded.dtype == np.uint8
+  assert np.all(padded[:, 2:30, 2:30] == 255)
+  assert padded.sum() == images.sum()
+  assert data.pad_to(images, 28) is images
+
+
+def test_pad_to_rejects_smaller_size():
+  with pytest.raises(ValueError, match='data.image_size=24'):
+    data.pad_to(np.zeros((1, 28, 28, 1), np.uint8), 24)
+
+
+def test_to_unit_range():
+  pixels = np.array([0, 255], np.uint8)
+  np.testing.assert_allclose(data.to_unit_range(pixels), [-1.0, 1.0], atol=1e-6)
+  # Under jit XLA divides by multiplying with the reciprocal: 255 -> 1 + 1.2e-7.
+  scaled = jax.jit(data.to_unit_range)(jnp.asarray(pixels))
+  assert scaled.dtype == jnp.float32
+  np.testing.assert_allclose(scaled, [-1.0, 1.0], atol=1e-6)
+
+
+batch_indices = jax.jit(data.batch_indices, static_argnums=(2, 3))
+KEY = jax.random.PRNGKey(0)
+
+
+def test_batch_indices_walk_epochs_without_replacement():
+  pool_size, batch_size = 10, 3  # 3 steps per epoch; 1 example skipped per epoch.
+  batches = [batch_indices(KEY, jnp.int32(s), pool_size, batch_size) for s in range(6)]
+  for batch in batches:
+    assert batch.shape == (3,) and batch.dtype == jnp.int32
+  epochs = [np.concatenate(batches[:3]), np.concatenate(batches[3:])]
+  for epoch in epochs:
+    assert len(set(epoch.tolist())) == 9 and epoch.min() >= 0 and epoch.max() < 10
+  assert not np.array_equal(epochs[0], epochs[1])
+
+
+def test_batch_indices_are_deterministic():
+  step = jnp.int32(7)
+  np.testing.assert_array_equal(
+      batch_indices(KEY, step, 100, 8), batch_indices(KEY, step, 100, 8)
+  )
+  assert not np.array_equal(
+      batch_indices(KEY, step, 100, 8), batch_indices(jax.random.PRNGKey(1), step, 100, 8)
+  )
+
+
+def test_batch_indices_small_pool_samples_with_replacement():
+  batch = batch_indices(KEY, jnp.int32(0), 5, 64)
+  assert batch.shape == (64,) and batch.dtype == jnp.int32
+  assert set(batch.tolist()) == set(range(5))
+  assert not np.array_equal(batch, batch_indices(KEY, jnp.int32(1), 5, 64))
