@@ -176,8 +176,8 @@ def make_train_step(config: ConfigDict, generator: nn.Module, discriminator: nn.
     metrics = {
         'd_loss': d_loss, 'g_loss': g_loss,
         **{f'd/{k}': v for k, v in d_parts.items()}, **{f'g/{k}': v for k, v in g_parts.items()},
-        'd_grad_norm': optax.global_norm(d_grads), 'g_grad_norm': optax.global_norm(g_grads),
-        'd_param_norm': optax.global_norm(d_state.params), 'g_param_norm': optax.global_norm(g_state.params),
+        'd_grad_norm': optax.tree.norm(d_grads), 'g_grad_norm': optax.tree.norm(g_grads),
+        'd_param_norm': optax.tree.norm(d_state.params), 'g_param_norm': optax.tree.norm(g_state.params),
     }
     if 'real' in d_outputs:
       metrics['d_acc_real'] = jnp.mean(_realness(d_outputs['real'].logits) > threshold)

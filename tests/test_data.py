@@ -1,51 +1,15 @@
 """Tests for gan_jax.data and the mnist5k TFDS builder."""
 
-import contextlib
 import pathlib
-import socket
 import sys
-from unittest import mock
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
+from conftest import mock_tfds, offline
 from gan_jax import data
-
-
-@contextlib.contextmanager
-def offline():
-  """Makes any network connection fail."""
-  with mock.patch.object(
-      socket.socket, 'connect', side_effect=OSError('network disabled in tests')
-  ):
-    yield
-
-
-@contextlib.contextmanager
-def mock_tfds(num_examples):
-  """`tfds.testing.mock_data` with a working batched read.
-
-  In tfds 4.9.10 the mocked record source gets `__getitems__` as an unbound
-  `functools.partial`, so `source.__getitems__(keys)` raises TypeError
-  ("_getitems() missing 1 required positional argument: 'record_keys'");
-  reading the keys one by one through `__getitem__`, which the mock does set up
-  correctly, stands in for it.
-  """
-  source_cls = tfds.core.data_sources.array_record.ArrayRecordDataSource
-  with tfds.testing.mock_data(
-      num_examples=num_examples, policy=tfds.testing.MockPolicy.USE_CODE
-  ), mock.patch.object(
-      source_cls, '__getitems__', lambda self, keys: [self[k] for k in keys]
-  ):
-    yield
-
-
-@pytest.fixture(scope='session')
-def data_dir(tmp_path_factory):
-  return str(tmp_path_factory.mktemp('tensorflow_datasets'))
 
 
 @pytest.fixture(scope='session')

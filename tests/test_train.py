@@ -1,0 +1,163 @@
+"""End-to-end tests: the real `train_and_evaluate` on the smoke configs."""
+
+import importlib.util
+import json
+import os
+from unittest import mock
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from conftest import mock_tfds
+from gan_jax import train
+
+SYSTEMS = ('gan', 'dcgan', 'lsgan', 'sgan', 'gan_cls')
+
+
+def load_config(name: str, arg: str | None = 'smoke'):
+  path = os.path.join(os.path.dirname(__file__), '..', 'configs', f'{name}.py')
+  spec = importlib.util.spec_from_file_location(f'configs.{name}', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def read_metrics(workdir) -> list[dict]:
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [json.loads(line) for line in f]
+
+
+def final_params(workdir, config):
+  """The parameters of the latest checkpoint in `workdir`."""
+  run = train.Run(config, str(workdir))
+  run.checkpointer.close()
+  return jax.device_get((run.state.g.params, run.state.d.params, run.state.step))
+
+
+@pytest.mark.parametrize('name', SYSTEMS)
+def test_smoke_run_writes_everything(name, tmp_path):
+  config = load_config(name)
+  last = train.train_and_evaluate(config, str(tmp_path))
+
+  assert all(np.isfinite(v) for v in last.values())
+  rows = read_metrics(tmp_path)
+  assert [r['step'] for r in rows] == [2, 4]
+  for key in ('d_loss', 'g_loss', 'd_acc_real', 'd_acc_fake', 'd_grad_norm', 'g_grad_norm',
+              'd_param_norm', 'g_param_norm'):
+    assert key in rows[-1], key
+  # Every named loss term is logged on its own.
+  assert {f'd/{t}' for t in config.loss.d_terms} <= set(rows[-1])
+  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['2', '4']
+  assert os.listdir(tmp_path / 'samples') == ['step_000004.png']
+  assert any(f.startswith('events.out.tfevents') for f in os.listdir(tmp_path / 'tensorboard'))
+  assert json.loads((tmp_path / 'config.json').read_text())['model']['generator'] == config.model.generator
+
+
+def test_conditional_grid_has_one_row_per_class(tmp_path):
+  config = load_config('gan_cls')
+  run = train.Run(config, str(tmp_path))
+  run.checkpointer.close()
+  with mock.patch.object(train, 'save_image_grid') as save:
+    run.save_samples(run.state, str(tmp_path / 'grid.png'))
+  images, rows, _ = save.call_args.args
+  assert images.shape == (100, 28, 28, 1) and rows == 10
+
+
+def test_step_is_traced_once_and_updates_both_networks(tmp_path):
+  config = load_config('sgan')
+  run = train.Run(config, str(tmp_path))
+  run.checkpointer.close()
+  step = jax.jit(chex.assert_max_traces(train.make_train_step(config, run.generator, run.discriminator,
+                                                              run.mesh), n=1), donate_argnums=0)
+  before = jax.device_get(run.state)
+  state = run.state
+  for _ in range(3):
+    state, metrics = step(state, run.device_data)
+  assert int(state.step) == 3
+  for net in ('g', 'd'):
+    moved = jax.tree.map(lambda a, b: not np.array_equal(a, b), getattr(before, net).params,
+                         jax.device_get(getattr(state, net).params))
+    assert all(jax.tree.leaves(moved)), net
+  assert 0.0 <= float(metrics['d_acc_labeled']) <= 1.0
+
+
+def test_sgan_uses_only_the_label_budget(tmp_path):
+  config = load_config('sgan')
+  run = train.Run(config, str(tmp_path))
+  run.checkpointer.close()
+  labeled = np.asarray(run.labeled_indices)
+  assert len(labeled) == config.data.num_labeled == 20
+  # The rest of the train split is the unlabeled pool; the two never overlap.
+  real = np.asarray(run.device_data['real_indices'])
+  assert len(real) + len(labeled) == 4000 and not set(real) & set(labeled)
+
+
+def test_interrupted_run_resumes_from_last_checkpoint(tmp_path):
+  config = load_config('sgan')
+  straight = tmp_path / 'straight'
+  train.train_and_evaluate(config, str(straight))
+
+  interrupted = tmp_path / 'interrupted'
+  original_write = train.MetricWriter.write
+
+  def write_then_interrupt(self, step, scalars):
+    original_write(self, step, scalars)
+    if step == 4:  # after the checkpoint of step 2, before the one of step 4
+      raise KeyboardInterrupt
+
+  with mock.patch.object(train.MetricWriter, 'write', write_then_interrupt), \
+      pytest.raises(KeyboardInterrupt):
+    train.train_and_evaluate(config, str(interrupted))
+  assert sorted(os.listdir(interrupted / 'checkpoints')) == ['2']
+
+  train.train_and_evaluate(config, str(interrupted))
+  # The resumed run wrote step 4 once more, and only once.
+  assert [r['step'] for r in read_metrics(interrupted)] == [2, 4]
+  chex.assert_trees_all_equal(final_params(interrupted, config), final_params(straight, config))
+
+
+def test_sample_mode_writes_a_grid_from_the_latest_checkpoint(tmp_path):
+  config = load_config('dcgan')
+  with pytest.raises(ValueError, match='no checkpoint'):
+    train.sample(config, str(tmp_path))
+  train.train_and_evaluate(config, str(tmp_path))
+  path = train.sample(config, str(tmp_path))
+  assert path.endswith('sample_step_000004.png') and os.path.getsize(path) > 0
+
+
+def test_standard_tfds_name_through_mock_data(tmp_path):
+  config = load_config('dcgan')
+  config.data.name = 'mnist'
+  with mock_tfds(num_examples=32):
+    last = train.train_and_evaluate(config, str(tmp_path))
+  assert np.isfinite(last['d_loss']) and np.isfinite(last['g_loss'])
+
+
+@pytest.mark.parametrize('field, value, message', [
+    ('model.generator', 'resnet', 'model.generator'),
+    ('data.name', 'imagenet', 'data.name'),
+    ('optimizer.d.name', 'lamb', 'optimizer.d.name'),
+    ('optimizer.g.learning_rate', 0.0, 'optimizer.g.learning_rate'),
+    ('train.num_steps', 0, 'train.num_steps'),
+    ('data.batch_size', 0, 'data.batch_size'),
+    ('train.update_order', 'random', 'train.update_order'),
+])
+def test_bad_config_is_one_line_error_naming_the_field(field, value, message, tmp_path):
+  config = load_config('gan')
+  section, key = field.rsplit('.', 1)
+  target = config
+  for part in section.split('.'):
+    target = target[part]
+  target[key] = value
+  with pytest.raises(ValueError) as error:
+    train.check_config(config)
+  assert message in str(error.value) and '\n' not in str(error.value)
+
+
+def test_unknown_loss_term_names_valid_choices():
+  config = load_config('gan')
+  config.loss.d_terms = {'hinge_real': 1.0}
+  with pytest.raises(ValueError, match='loss.d_terms.hinge_real.*valid choices: bce_fake'):
+    train.check_config(config)
