@@ -160,5 +160,5 @@ def objective(weights: Mapping[str, float], terms: Mapping[str, Term],
               outputs: Mapping[str, DiscOutput], hparams: ConfigDict) -> tuple[Array, dict[str, Array]]:
   """Σ_i w_i · mean(term_i(outputs)); also returns each term's mean, for the metrics."""
   parts = {name: jnp.mean(terms[name].fn(outputs, hparams)) for name, w in weights.items() if w}
-  total = sum(weights[name] * value for name, value in parts.items())
+  total = sum((weights[name] * value for name, value in parts.items()), start=jnp.zeros(()))
   return total, parts

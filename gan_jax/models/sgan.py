@@ -21,7 +21,9 @@ class SGANGenerator(nn.Module):
     x = nn.Dense(128 * self.base_size**2, kernel_init=dcgan_init)(z)
     x = norm()(x.reshape(-1, self.base_size, self.base_size, 128))
     for features in (128, 64):
-      x = nn.Conv(features, (3, 3), padding=_PAD1, kernel_init=dcgan_init)(upsample_nearest(x))
+      # No bias: the BatchNorm after it subtracts the batch mean, so a bias gets no gradient.
+      x = nn.Conv(features, (3, 3), padding=_PAD1, use_bias=False, kernel_init=dcgan_init)(
+          upsample_nearest(x))
       x = nn.leaky_relu(norm()(x), self.negative_slope)
     return nn.tanh(nn.Conv(self.channels, (3, 3), padding=_PAD1, kernel_init=dcgan_init)(x))
 
