@@ -33,7 +33,7 @@ def base() -> ml_collections.ConfigDict:
   config.optimizer.d = {'name': 'adam', 'learning_rate': 2e-4, 'b1': 0.5, 'b2': 0.999}
 
   config.train = ml_collections.ConfigDict()
-  config.train.num_steps = 2000
+  config.train.num_steps = 1500
   config.train.d_steps = 1  # D updates per G update
   config.train.update_order = 'alternating'  # or 'simultaneous'
   config.train.log_every = 50

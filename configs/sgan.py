@@ -18,7 +18,7 @@ def get_config(arg: str | None = None):
   config.model.discriminator = 'sgan'
   config.loss.d_terms = {'sgan_labeled': 1.0, 'sgan_real': 1.0, 'sgan_fake': 1.0}
   config.loss.g_terms = {'sgan_gen': 1.0, 'feature_matching': 0.0}
-  config.train.num_steps = 3000
+  config.train.num_steps = 2000
   if arg == 'smoke':
     config = default.smoke(config)
     config.data.num_labeled = 20
