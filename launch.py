@@ -7,6 +7,7 @@
 import os
 import sys
 
+import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -28,17 +29,26 @@ def main(argv):
   del argv
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
+  config_flag = flags.FLAGS['config'].serialize().split('=', 1)[1]
+  # config_flags defers a failed load to the first use of the config: report it here.
+  if not isinstance(_CONFIG.value, ml_collections.ConfigDict):
+    fail(f'--config={config_flag} could not be loaded: it must be a file with get_config()')
   from gan_jax import train  # after flag parsing: importing JAX is slow and flags may be wrong
-  workdir = _WORKDIR.value or default_workdir(flags.FLAGS['config'].serialize().split('=', 1)[1])
+  workdir = _WORKDIR.value or default_workdir(config_flag)
   print(f'workdir: {os.path.abspath(workdir)}', flush=True)
   try:
     if _MODE.value == 'train':
       train.train_and_evaluate(_CONFIG.value, workdir)
     else:
       print(f'samples: {train.sample(_CONFIG.value, workdir)}')
-  except ValueError as error:  # bad input: one line, exit status 2
-    print(f'error: {error}', file=sys.stderr)
-    sys.exit(2)
+  except ValueError as error:
+    fail(str(error))
+
+
+def fail(message: str):
+  """Bad input: one line on stderr, exit status 2."""
+  print(f'error: {message}', file=sys.stderr)
+  sys.exit(2)
 
 
 if __name__ == '__main__':

@@ -8,7 +8,8 @@ from configs import default
 
 
 def get_config(arg: str | None = None):
+  args = default.parse_args(arg)
   config = default.base()
-  if arg == 'smoke':
+  if 'smoke' in args:
     config = default.smoke(config)
   return config

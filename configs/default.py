@@ -43,6 +43,11 @@ def base() -> ml_collections.ConfigDict:
   return config
 
 
+def parse_args(arg: str | None) -> set[str]:
+  """`configs/x.py:a,b` → {'a', 'b'}: variants that combine, e.g. `gan_cls.py:bce,smoke`."""
+  return set(arg.split(',')) if arg else set()
+
+
 def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """A few tiny steps: for tests and for checking that a config runs at all."""
   config.data.batch_size = 8

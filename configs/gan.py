@@ -8,6 +8,7 @@ from configs import default
 
 
 def get_config(arg: str | None = None):
+  args = default.parse_args(arg)
   config = default.base()
   config.model.generator = 'mlp'
   config.model.discriminator = 'mlp'
@@ -17,6 +18,6 @@ def get_config(arg: str | None = None):
   config.train.num_steps = 20000
   config.train.sample_every = 5000
   config.train.checkpoint_every = 5000
-  if arg == 'smoke':
+  if 'smoke' in args:
     config = default.smoke(config)
   return config

@@ -2,23 +2,28 @@
 
 D loss: L(D(x, y), real) + ½[L(D(G(z, y), y), fake) + L(D(x, y_wrong), fake)], with
 y_wrong = (y + randint(1, N)) % N, so a wrong label never equals the true one.
-Base loss L: LSGAN (as the reference), or BCE with `--config.loss.d_terms` / `g_terms`.
+Base loss L: LSGAN (as the reference), or BCE with `configs/gan_cls.py:bce`.
 Sample grids: one row per class.
 
 Run:   python launch.py --config=configs/gan_cls.py
 Smoke: python launch.py --config=configs/gan_cls.py:smoke --workdir=$(mktemp -d)
+BCE:   python launch.py --config=configs/gan_cls.py:bce
 """
 
 from configs import default
 
 
 def get_config(arg: str | None = None):
+  args = default.parse_args(arg)
   config = default.base()
   config.model.generator = 'conditional'
   config.model.discriminator = 'matching'
   config.model.latent_dim = 38  # as the reference: 38 noise + 10 one-hot = 48 inputs
   config.loss.d_terms = {'lsgan_real': 1.0, 'lsgan_fake': 0.5, 'lsgan_wrong': 0.5}
   config.loss.g_terms = {'lsgan_gen': 1.0}
-  if arg == 'smoke':
+  if 'bce' in args:
+    config.loss.d_terms = {'bce_real': 1.0, 'bce_fake': 0.5, 'bce_wrong': 0.5}
+    config.loss.g_terms = {'bce_gen': 1.0}
+  if 'smoke' in args:
     config = default.smoke(config)
   return config

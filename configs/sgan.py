@@ -11,6 +11,7 @@ from configs import default
 
 
 def get_config(arg: str | None = None):
+  args = default.parse_args(arg)
   config = default.base()
   config.data.image_size = 32
   config.data.num_labeled = 100
@@ -19,7 +20,7 @@ def get_config(arg: str | None = None):
   config.loss.d_terms = {'sgan_labeled': 1.0, 'sgan_real': 1.0, 'sgan_fake': 1.0}
   config.loss.g_terms = {'sgan_gen': 1.0, 'feature_matching': 0.0}
   config.train.num_steps = 2000
-  if arg == 'smoke':
+  if 'smoke' in args:
     config = default.smoke(config)
     config.data.num_labeled = 20
   return config

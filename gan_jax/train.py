@@ -78,6 +78,15 @@ def _realness(logits: jax.Array) -> jax.Array:
   return jax.nn.logsumexp(logits[..., :-1], axis=-1) - logits[..., -1]
 
 
+def mismatched_labels(key: jax.Array, labels: jax.Array, num_classes: int) -> jax.Array:
+  """(y + randint(1, N)) % N: uniform over the other classes, never the true one.
+
+  The TF1 GAN-cls write-up took another batch's labels, which equal the true label about
+  one time in ten and so teach D to reject matching pairs.
+  """
+  return (labels + jax.random.randint(key, labels.shape, 1, num_classes)) % num_classes
+
+
 def make_train_step(config: ConfigDict, generator: nn.Module, discriminator: nn.Module,
                     mesh: Mesh) -> Callable[[GANState, dict], tuple[GANState, dict]]:
   """Returns `train_step(state, device_data) -> (state, metrics)`, to be jitted.
@@ -153,9 +162,7 @@ def make_train_step(config: ConfigDict, generator: nn.Module, discriminator: nn.
       fake, pull_back, g_batch_stats = jax.vjp(generate, state.g.params, has_aux=True)
       inputs = {'real': (real_images, labels), 'fake': (fake, labels)}
       if 'wrong' in d_needs:
-        # Mismatched labels that always differ from the true ones (not another batch's labels).
-        shift = jax.random.randint(wrong_key, labels.shape, 1, discriminator.num_classes)
-        inputs['wrong'] = (real_images, (labels + shift) % discriminator.num_classes)
+        inputs['wrong'] = (real_images, mismatched_labels(wrong_key, labels, discriminator.num_classes))
       if 'labeled' in d_needs:
         inputs['labeled'] = gather(device_data, 'labeled_indices', labeled_key, data_index,
                                    labeled_batch_size)
@@ -205,14 +212,13 @@ class Run:
   def __init__(self, config: ConfigDict, workdir: str):
     check_config(config)
     self.config, self.workdir = config, workdir
-    os.makedirs(workdir, exist_ok=True)
+    # Data errors come before anything is written to the workdir.
+    images, labels = data.load_split(config.data.name, 'train', config.data.data_dir or None)
+    images = data.pad_to(images, config.data.image_size)
     self.mesh = Mesh(np.array(jax.devices()), ('data',))
     self.replicated = NamedSharding(self.mesh, P())
     self.checkpointer = Checkpointer(workdir, config.train.max_checkpoints)
     latest = self.checkpointer.latest_step()
-
-    images, labels = data.load_split(config.data.name, 'train', config.data.data_dir or None)
-    images = data.pad_to(images, config.data.image_size)
     self.num_classes = data.DATASETS[config.data.name]
     self.image_shape = images.shape[1:]
     if latest is not None:

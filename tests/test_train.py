@@ -55,6 +55,17 @@ def test_smoke_run_writes_everything(name, tmp_path):
   assert json.loads((tmp_path / 'config.json').read_text())['model']['generator'] == config.model.generator
 
 
+def test_mismatched_labels_always_differ_and_cover_the_other_classes():
+  labels = jax.numpy.tile(jax.numpy.arange(10), 2000)
+  wrong = np.asarray(train.mismatched_labels(jax.random.PRNGKey(0), labels, 10))
+  assert not np.any(wrong == np.asarray(labels))
+  # For each true class, the 9 others are drawn about equally often (2000 draws each).
+  for c in range(10):
+    counts = np.bincount(wrong[np.asarray(labels) == c], minlength=10)
+    assert counts[c] == 0 and counts.sum() == 2000 and counts[counts > 0].size == 9
+    assert counts[counts > 0].min() > 2000 / 9 * 0.7
+
+
 def test_conditional_grid_has_one_row_per_class(tmp_path):
   config = load_config('gan_cls')
   run = train.Run(config, str(tmp_path))
