@@ -5,6 +5,7 @@
 """
 
 import os
+import signal
 import sys
 
 import ml_collections
@@ -28,7 +29,7 @@ def default_workdir(config_flag: str) -> str:
 def main(argv):
   del argv
   if not flags.FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
+    logging.set_verbosity(logging.ERROR)  # orbax logs each file it writes; tfds warns of absent data
   config_flag = flags.FLAGS['config'].serialize().split('=', 1)[1]
   # config_flags defers a failed load to the first use of the config: report it here.
   if not isinstance(_CONFIG.value, ml_collections.ConfigDict):
@@ -43,6 +44,12 @@ def main(argv):
       print(f'samples: {train.sample(_CONFIG.value, workdir)}')
   except ValueError as error:
     fail(str(error))
+  except train.NonFiniteError as error:
+    print(f'error: {error}', file=sys.stderr)
+    sys.exit(1)
+  except train.Interrupted as error:
+    print(f'stopped: {error}', file=sys.stderr)
+    sys.exit(128 + signal.Signals[error.signal_name].value)
 
 
 def fail(message: str):
@@ -51,5 +58,15 @@ def fail(message: str):
   sys.exit(2)
 
 
+def parse_flags(argv):
+  """absl's parser, with a config file that fails to load reported as bad input."""
+  try:
+    return flags.FLAGS(argv)
+  except Exception as error:  # ml_collections raises whatever get_config or its import raised
+    config_arg = next((a for a in argv if a.startswith('--config=')), '--config')
+    reason = (str(error).strip().splitlines() or [''])[0]
+    fail(f'{config_arg} could not be loaded ({type(error).__name__}: {reason})')
+
+
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -40,6 +40,13 @@ def base() -> ml_collections.ConfigDict:
   config.train.sample_every = 500
   config.train.checkpoint_every = 500
   config.train.max_checkpoints = 3
+  # On a NaN/Inf loss or gradient norm: 'stop', or 'rollback' to the last checkpoint and
+  # skip the offending step, at most max_rollbacks times.
+  config.train.on_nonfinite = 'stop'
+  config.train.max_rollbacks = 3
+  # Resume even if the workdir's checkpoints come from a config that differs in more than
+  # the run length and logging.
+  config.train.allow_config_change = False
   return config
 
 

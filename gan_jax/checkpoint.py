@@ -1,6 +1,8 @@
 """Orbax checkpoints of a run: the GANState plus the JSON facts that define the run."""
 
+import glob
 import os
+import shutil
 from typing import Any
 
 import jax
@@ -18,8 +20,16 @@ class Checkpointer:
     self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
     self.manager = ocp.CheckpointManager(
         self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                             cleanup_tmp_directories=True))
+        # create=False: opening a workdir writes nothing (bad input must leave it untouched);
+        # the training loop creates the directory once every check has passed.
+        # No cleanup of unfinished saves here: it would run in a background thread and change
+        # the workdir before the input is known to be good (see remove_unfinished).
+        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=False))
+
+  def remove_unfinished(self) -> None:
+    """Deletes the temporary directories of saves that a killed process left unfinished."""
+    for path in glob.glob(os.path.join(glob.escape(self.directory), '*.orbax-checkpoint-tmp*')):
+      shutil.rmtree(path, ignore_errors=True)
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -32,13 +42,21 @@ class Checkpointer:
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
 
   def restore_meta(self, step: int) -> dict:
-    return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+    return self._restore(step, meta=ocp.args.JsonRestore())['meta']
 
   def restore(self, step: int, abstract_state: Any) -> Any:
     """Restores into `abstract_state` (shapes, dtypes and shardings from jax.eval_shape)."""
-    restored = self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state)))
-    return restored['state']
+    return self._restore(step, state=ocp.args.StandardRestore(abstract_state))['state']
+
+  def _restore(self, step: int, **items) -> Any:
+    try:
+      return self.manager.restore(step, args=ocp.args.Composite(**items))
+    except Exception as error:  # orbax raises many types for damaged files; all mean the same here
+      reason = (str(error).strip().splitlines() or [''])[0].split(' See ')[0][:160]
+      raise ValueError(
+          f'checkpoint {os.path.join(self.directory, str(step))} cannot be read '
+          f'({type(error).__name__}: {reason}); move it away to resume from an earlier one, '
+          'or use another workdir') from error
 
   def wait(self) -> None:
     self.manager.wait_until_finished()

@@ -27,12 +27,20 @@ class MetricWriter:
 
   def __init__(self, workdir: str, resume_step: int = 0):
     self.path = os.path.join(workdir, 'metrics.jsonl')
+    self.jsonl = None
+    self.drop_after(resume_step)
+    self.tensorboard = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+
+  def drop_after(self, step: int) -> None:
+    """Keeps the rows up to `step` (a process killed mid-write may leave half a last row)."""
+    if self.jsonl:
+      self.jsonl.close()
     if os.path.exists(self.path):
       with open(self.path) as f:
-        kept = [line for line in f if line.strip() and json.loads(line)['step'] <= resume_step]
+        rows = [_parse(line) for line in f]
+      kept = [json.dumps(row) + '\n' for row in rows if row and row['step'] <= step]
       atomic_write_bytes(self.path, ''.join(kept).encode())
     self.jsonl = open(self.path, 'a')
-    self.tensorboard = SummaryWriter(os.path.join(workdir, 'tensorboard'))
 
   def write(self, step: int, scalars: Mapping[str, float]) -> None:
     row = {'step': step, **{k: float(v) for k, v in scalars.items()}}
@@ -44,6 +52,13 @@ class MetricWriter:
   def close(self) -> None:
     self.jsonl.close()
     self.tensorboard.close()
+
+
+def _parse(line: str) -> dict | None:
+  try:
+    return json.loads(line)
+  except json.JSONDecodeError:
+    return None
 
 
 def image_grid(images: np.ndarray, rows: int) -> np.ndarray:

@@ -1,10 +1,13 @@
 """Training: one jitted step that updates D and G, and the loop around it."""
 
+import contextlib
 import functools
 import json
 import math
 import os
-from typing import Any, Callable
+import signal
+import threading
+from typing import Callable
 
 import flax.linen as nn
 import jax
@@ -15,48 +18,13 @@ import tqdm
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from ml_collections import ConfigDict
 
-from gan_jax import data, losses, models
+from gan_jax import checks, data, losses, models
 from gan_jax.checkpoint import Checkpointer
 from gan_jax.logging import MetricWriter, atomic_write_bytes, save_image_grid
-from gan_jax.state import OPTIMIZERS, GANState, create_state
+from gan_jax.state import GANState, create_state
 
-UPDATE_ORDERS = ('alternating', 'simultaneous')
 # Independent random streams derived from the run's base key.
 _DATA_STREAM, _LABELED_STREAM, _STEP_STREAM = 1, 2, 3
-
-
-def _choice_error(field: str, value: Any, choices) -> ValueError:
-  return ValueError(f'{field}={value!r} is not valid; valid choices: {", ".join(sorted(choices))}')
-
-
-def check_config(config: ConfigDict) -> None:
-  """Raises a one-line ValueError naming the first bad field, before anything is built."""
-  if config.model.generator not in models.GENERATORS:
-    raise _choice_error('model.generator', config.model.generator, models.GENERATORS)
-  if config.model.discriminator not in models.DISCRIMINATORS:
-    raise _choice_error('model.discriminator', config.model.discriminator, models.DISCRIMINATORS)
-  if config.data.name not in data.DATASETS:
-    raise _choice_error('data.name', config.data.name, data.DATASETS)
-  for side, terms in (('d_terms', losses.D_TERMS), ('g_terms', losses.G_TERMS)):
-    for name, weight in config.loss[side].items():
-      if name not in terms:
-        raise _choice_error(f'loss.{side}.{name}', weight, terms)
-  for net in ('g', 'd'):
-    opt = config.optimizer[net]
-    if opt.name not in OPTIMIZERS:
-      raise _choice_error(f'optimizer.{net}.name', opt.name, OPTIMIZERS)
-    if not opt.learning_rate > 0:
-      raise ValueError(f'optimizer.{net}.learning_rate={opt.learning_rate!r} must be > 0')
-  if config.train.update_order not in UPDATE_ORDERS:
-    raise _choice_error('train.update_order', config.train.update_order, UPDATE_ORDERS)
-  for field in ('num_steps', 'd_steps', 'log_every', 'sample_every', 'checkpoint_every'):
-    if not config.train[field] > 0:
-      raise ValueError(f'train.{field}={config.train[field]!r} must be > 0')
-  if not config.data.batch_size > 0:
-    raise ValueError(f'data.batch_size={config.data.batch_size!r} must be > 0')
-  if config.data.batch_size % jax.device_count():
-    raise ValueError(f'data.batch_size={config.data.batch_size} is not divisible by the '
-                     f'{jax.device_count()} devices')
 
 
 def uses_labels(config: ConfigDict) -> bool:
@@ -207,49 +175,70 @@ def make_sample_fn(generator: nn.Module) -> Callable:
 
 
 class Run:
-  """Everything a run needs before its first step: data on the device, models, state, writers."""
+  """Everything a run needs before its first step: data on the device, models, state.
+
+  Every check of the input (config, data, image size, workdir, checkpoints) comes before
+  anything is compiled or written, so bad input leaves the workdir as it was.
+  """
 
   def __init__(self, config: ConfigDict, workdir: str):
-    check_config(config)
+    checks.check_config(config)
+    checks.check_workdir(workdir)
     self.config, self.workdir = config, workdir
-    # Data errors come before anything is written to the workdir.
     images, labels = data.load_split(config.data.name, 'train', config.data.data_dir or None)
     images = data.pad_to(images, config.data.image_size)
+    self.num_classes = data.DATASETS[config.data.name]
+    self.image_shape = images.shape[1:]
+    self.generator, self.discriminator = build_models(config, self.num_classes, self.image_shape)
+    checks.check_image_shape(config, self.generator, self.image_shape)
+
     self.mesh = Mesh(np.array(jax.devices()), ('data',))
     self.replicated = NamedSharding(self.mesh, P())
     self.checkpointer = Checkpointer(workdir, config.train.max_checkpoints)
-    latest = self.checkpointer.latest_step()
-    self.num_classes = data.DATASETS[config.data.name]
-    self.image_shape = images.shape[1:]
-    if latest is not None:
-      labeled = np.asarray(self.checkpointer.restore_meta(latest)['labeled_indices'], np.int32)
-    elif uses_labels(config):
-      labeled = data.labeled_subset(labels, config.data.num_labeled, self.num_classes, config.seed)
-    else:
-      labeled = np.zeros((0,), np.int32)
-    real = np.setdiff1d(np.arange(len(labels)), labeled).astype(np.int32)
+    try:
+      latest = self.checkpointer.latest_step()
+      self.skipped_steps: list[int] = []
+      if latest is not None:
+        meta = self.checkpointer.restore_meta(latest)
+        checks.check_resumable(meta['config'], config, workdir)
+        labeled = np.asarray(meta['labeled_indices'], np.int32)
+        self.skipped_steps = list(meta.get('skipped_steps', []))
+      elif uses_labels(config):
+        labeled = data.labeled_subset(labels, config.data.num_labeled, self.num_classes, config.seed)
+      else:
+        labeled = np.zeros((0,), np.int32)
+      self._place_data_and_state(images, labels, labeled, latest)
+    except BaseException:
+      self.checkpointer.close()  # its threads must not outlive an error exit
+      raise
+
+  def _place_data_and_state(self, images, labels, labeled, latest) -> None:
+    """Puts the data on the device and builds, or restores, the state."""
+    config = self.config
     self.labeled_indices = labeled
+    real = np.setdiff1d(np.arange(len(labels)), labeled).astype(np.int32)
     # The whole (small) dataset lives on the device; steps gather their batches there.
     self.device_data = jax.device_put(
         {'images': images, 'labels': labels.astype(np.int32), 'real_indices': real,
          'labeled_indices': labeled if len(labeled) else np.zeros((1,), np.int32)}, self.replicated)
 
-    self.generator, self.discriminator = build_models(config, self.num_classes, self.image_shape)
     self.sample = make_sample_fn(self.generator)
-    init = jax.jit(functools.partial(create_state, config, self.generator, self.discriminator,
-                                     self.image_shape), out_shardings=self.replicated)
-    if latest is None:
-      self.state = init()
-    else:
-      abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.replicated),
-                              jax.eval_shape(init))
-      self.state = self.checkpointer.restore(latest, abstract)
+    self.init_state = jax.jit(functools.partial(create_state, config, self.generator,
+                                                self.discriminator, self.image_shape),
+                              out_shardings=self.replicated)
+    self.state = self.init_state() if latest is None else self.restore(latest)
     self.start_step = latest or 0
+
+  def restore(self, step: int) -> GANState:
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.replicated),
+                            jax.eval_shape(self.init_state))
+    return self.checkpointer.restore(step, abstract)
 
   @property
   def meta(self) -> dict:
     return {'config': json.loads(self.config.to_json_best_effort()),
-            'labeled_indices': self.labeled_indices.tolist()}
+            'labeled_indices': self.labeled_indices.tolist(),
+            'skipped_steps': self.skipped_steps}
 
   def save_samples(self, state: GANState, path: str, seed_offset: int = 0) -> None:
     """A grid of num_classes rows (row r conditioned on class r) from fixed noise."""
@@ -261,37 +250,120 @@ class Run:
     save_image_grid(np.asarray(jax.device_get(images)), self.num_classes, path)
 
 
-def _check_finite(metrics: dict[str, float], step: int) -> None:
-  for name, value in metrics.items():
-    if not math.isfinite(value):
-      raise FloatingPointError(f'non-finite {name}={value} at step {step}; training stopped')
+class NonFiniteError(FloatingPointError):
+  """A loss or gradient norm became NaN or Inf."""
+
+
+class Interrupted(Exception):
+  """SIGTERM or SIGINT stopped training after a checkpoint of the current step was saved."""
+
+  def __init__(self, signal_name: str, step: int):
+    super().__init__(f'{signal_name} at step {step}: checkpoint saved, run again to resume')
+    self.signal_name = signal_name
+
+
+def make_guarded_step(train_step: Callable) -> Callable:
+  """Wraps the step to remember, on the device, the first step whose metrics were not finite.
+
+  Checking on the host each step would sync every step; this keeps the step asynchronous
+  and still names the exact step and terms when the watch is read (at logs and saves).
+  """
+  def guarded(state, device_data, watch):
+    state, metrics = train_step(state, device_data)
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(metrics)]))
+    first = (watch['step'] < 0) & ~finite
+    watch = {'step': jnp.where(first, state.step, watch['step']),
+             'metrics': jax.tree.map(lambda old, new: jnp.where(first, new, old), watch['metrics'], metrics)}
+    return state, metrics, watch
+  return guarded
+
+
+def _fresh_watch(metrics_shape) -> dict:
+  return {'step': jnp.asarray(-1, jnp.int32),
+          'metrics': jax.tree.map(lambda m: jnp.zeros(m.shape, m.dtype), metrics_shape)}
+
+
+@contextlib.contextmanager
+def _stop_requests():
+  """SIGTERM (preemption) and SIGINT (Ctrl-C) only ask the loop to stop after the current step."""
+  requests: list[str] = []
+  if threading.current_thread() is not threading.main_thread():
+    yield requests  # signal handlers can only be installed from the main thread
+    return
+  handler = lambda signum, frame: requests.append(signal.Signals(signum).name)
+  previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+  try:
+    yield requests
+  finally:
+    for s, h in previous.items():
+      signal.signal(s, h)
 
 
 def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, float]:
   """Trains from scratch, or resumes from the latest checkpoint in `workdir`; returns the last metrics."""
   run = Run(config, workdir)
   tc = config.train
+  os.makedirs(run.checkpointer.directory, exist_ok=True)
+  run.checkpointer.remove_unfinished()
   atomic_write_bytes(os.path.join(workdir, 'config.json'), config.to_json_best_effort(indent=2).encode())
   writer = MetricWriter(workdir, resume_step=run.start_step)
-  train_step = jax.jit(make_train_step(config, run.generator, run.discriminator, run.mesh),
-                       donate_argnums=0)
-  state, last = run.state, {}
-  progress = tqdm.tqdm(total=tc.num_steps, initial=run.start_step, desc='train', unit='step',
-                       dynamic_ncols=True)
+  train_step = make_train_step(config, run.generator, run.discriminator, run.mesh)
+  step_fn = jax.jit(make_guarded_step(train_step), donate_argnums=(0, 2))
+  skip_fn = jax.jit(lambda state: state.replace(step=state.step + 1), donate_argnums=0)
+  metrics_shape = jax.eval_shape(train_step, run.state, run.device_data)[1]
+  # Placed like the step's output, so that the step compiles once, not again on its second call.
+  new_watch = lambda: jax.device_put(_fresh_watch(metrics_shape), run.replicated)
+  state, step, watch, last = run.state, run.start_step, new_watch(), {}
+  progress = tqdm.tqdm(total=tc.num_steps, initial=step, desc='train', unit='step', dynamic_ncols=True)
+
+  def check_finite():
+    """Raises, or rolls back to the last checkpoint, if any step since the last check was not finite."""
+    nonlocal state, step, watch
+    bad_step = int(watch['step'])
+    if bad_step < 0:
+      return False
+    bad = {k: float(v) for k, v in jax.device_get(watch['metrics']).items() if not math.isfinite(float(v))}
+    terms = ', '.join(f'{k}={v}' for k, v in bad.items())
+    good = run.checkpointer.latest_step()
+    rollbacks = len(run.skipped_steps)  # over the whole run: the checkpoint keeps the list
+    if tc.on_nonfinite != 'rollback' or rollbacks >= tc.max_rollbacks:
+      raise NonFiniteError(f'non-finite {terms} at step {bad_step}; training stopped, the last good '
+                           f'checkpoint is step {good}')
+    run.skipped_steps.append(bad_step)
+    tqdm.tqdm.write(f'non-finite {terms} at step {bad_step}: back to step {good or 0}, skipping it '
+                    f'(rollback {rollbacks + 1} of {tc.max_rollbacks})')
+    state = run.init_state() if good is None else run.restore(good)
+    step, watch = good or 0, new_watch()
+    writer.drop_after(step)
+    progress.reset(total=tc.num_steps)
+    progress.update(step)
+    return True
+
   try:
-    for step in range(run.start_step + 1, tc.num_steps + 1):
-      state, metrics = train_step(state, run.device_data)
-      progress.update(1)
-      # Metrics stay on the device between logging steps: reading them forces a host sync.
-      if step % tc.log_every == 0 or step == tc.num_steps:
-        last = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        _check_finite(last, step)
-        writer.write(step, last)
-        progress.set_postfix(d_loss=f'{last["d_loss"]:.3f}', g_loss=f'{last["g_loss"]:.3f}')
-      if step % tc.sample_every == 0 or step == tc.num_steps:
-        run.save_samples(state, os.path.join(workdir, 'samples', f'step_{step:06d}.png'))
-      if step % tc.checkpoint_every == 0 or step == tc.num_steps:
-        run.checkpointer.save(state, run.meta)
+    with _stop_requests() as stop:
+      while step < tc.num_steps:
+        step += 1
+        if step in run.skipped_steps:
+          state = skip_fn(state)  # the step of a rolled-back non-finite update: its batch is skipped
+        else:
+          state, metrics, watch = step_fn(state, run.device_data, watch)
+        progress.update(1)
+        final, stopping = step == tc.num_steps, bool(stop)  # a signal may arrive at any moment
+        # Metrics stay on the device between logging steps: reading them forces a host sync.
+        if (step % tc.log_every == 0 or final) and step not in run.skipped_steps:
+          if check_finite():
+            continue
+          last = {k: float(v) for k, v in jax.device_get(metrics).items()}
+          writer.write(step, last)
+          progress.set_postfix(d_loss=f'{last["d_loss"]:.3f}', g_loss=f'{last["g_loss"]:.3f}')
+        if step % tc.sample_every == 0 or final:
+          run.save_samples(state, os.path.join(workdir, 'samples', f'step_{step:06d}.png'))
+        if step % tc.checkpoint_every == 0 or final or stopping:
+          if check_finite():  # a checkpoint is only ever written of a finite state
+            continue
+          run.checkpointer.save(state, run.meta)
+        if stopping:
+          raise Interrupted(stop[0], step)
   finally:
     progress.close()
     run.checkpointer.wait()

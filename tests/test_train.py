@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import mock_tfds
-from gan_jax import train
+from gan_jax import checks, train
 
 SYSTEMS = ('gan', 'dcgan', 'lsgan', 'sgan', 'gan_cls')
 
@@ -163,7 +163,7 @@ def test_bad_config_is_one_line_error_naming_the_field(field, value, message, tm
     target = target[part]
   target[key] = value
   with pytest.raises(ValueError) as error:
-    train.check_config(config)
+    checks.check_config(config)
   assert message in str(error.value) and '\n' not in str(error.value)
 
 
@@ -171,4 +171,4 @@ def test_unknown_loss_term_names_valid_choices():
   config = load_config('gan')
   config.loss.d_terms = {'hinge_real': 1.0}
   with pytest.raises(ValueError, match='loss.d_terms.hinge_real.*valid choices: bce_fake'):
-    train.check_config(config)
+    checks.check_config(config)
