@@ -10,6 +10,7 @@ from configs import default
 def get_config(arg: str | None = None):
   args = default.parse_args(arg)
   config = default.base()
+  config.train.num_steps = 3000
   if 'smoke' in args:
     config = default.smoke(config)
   return config

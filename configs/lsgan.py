@@ -10,6 +10,7 @@ from configs import default
 def get_config(arg: str | None = None):
   args = default.parse_args(arg)
   config = default.base()
+  config.train.num_steps = 3000
   config.loss.d_terms = {'lsgan_real': 1.0, 'lsgan_fake': 1.0}
   config.loss.g_terms = {'lsgan_gen': 1.0}
   if 'smoke' in args:
