@@ -107,7 +107,8 @@ def make_train_step(config: ConfigDict, generator: nn.Module, discriminator: nn.
     return loss, (parts, outputs, batch_stats)
 
   def g_loss_of_fake(fake, d_state, inputs, key):
-    outputs, _ = discriminate(d_state.params, d_state.batch_stats, {**inputs, 'fake': (fake, inputs['fake'][1])}, key)
+    inputs = {**inputs, 'fake': (fake, inputs['fake'][1])}
+    outputs, _ = discriminate(d_state.params, d_state.batch_stats, inputs, key)
     return losses.objective(g_weights, losses.G_TERMS, outputs, hparams)
 
   def train_step(state: GANState, device_data: dict) -> tuple[GANState, dict]:
