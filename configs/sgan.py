@@ -2,7 +2,7 @@
 
 Run:   python launch.py --config=configs/sgan.py
        2,000 steps at batch 64: 24.5 min on a 2-core CPU shared with the test suite
-       (median 1.9 steps/s). The last grid shows mostly recognizable digits of all
+       (2.2 steps/s alone). The last grid shows mostly recognizable digits of all
        classes, some with broken strokes.
 Smoke: python launch.py --config=configs/sgan.py:smoke --workdir=$(mktemp -d)
 
