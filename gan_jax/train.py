@@ -68,7 +68,7 @@ def make_train_step(config: ConfigDict, generator: nn.Module, discriminator: nn.
   g_needs = losses.outputs_needed(g_weights, losses.G_TERMS)
   hparams = config.loss.hparams
   batch_size, latent_dim = config.data.batch_size, config.model.latent_dim
-  labeled_batch_size = config.data.get('labeled_batch_size') or batch_size
+  labeled_batch_size = config.data.labeled_batch_size or batch_size
   d_steps = config.train.d_steps
   # LSGAN's D targets a (fake) and b (real): the decision boundary is midway.
   threshold = (hparams.a + hparams.b) / 2 if any(n.startswith('lsgan') for n in d_weights) else 0.0
@@ -241,13 +241,18 @@ class Run:
             'labeled_indices': self.labeled_indices.tolist(),
             'skipped_steps': self.skipped_steps}
 
-  def save_samples(self, state: GANState, path: str, seed_offset: int = 0) -> None:
-    """A grid of num_classes rows (row r conditioned on class r) from fixed noise."""
+  @functools.cached_property
+  def grid_inputs(self) -> tuple[jax.Array, jax.Array]:
+    """The fixed noise and labels of every grid: num_classes rows of 10, row r for class r."""
     cols = 10
-    z = jax.random.normal(jax.random.PRNGKey(self.config.seed + seed_offset),
+    z = jax.random.normal(jax.random.PRNGKey(self.config.seed),
                           (self.num_classes * cols, self.config.model.latent_dim))
-    labels = jnp.repeat(jnp.arange(self.num_classes), cols)
-    images = self.sample(state.g, z, labels)
+    return z, jnp.repeat(jnp.arange(self.num_classes), cols)
+
+  def save_samples(self, state: GANState, path: str, z: jax.Array | None = None) -> None:
+    """Writes a grid from the fixed noise, or from `z` (same shape) if given."""
+    fixed_z, labels = self.grid_inputs
+    images = self.sample(state.g, fixed_z if z is None else z, labels)
     save_image_grid(np.asarray(jax.device_get(images)), self.num_classes, path)
 
 
@@ -380,5 +385,6 @@ def sample(config: ConfigDict, workdir: str) -> str:
   if run.start_step == 0:
     raise ValueError(f'workdir={workdir!r} has no checkpoint to sample from')
   path = os.path.join(workdir, 'samples', f'sample_step_{run.start_step:06d}.png')
-  run.save_samples(run.state, path, seed_offset=1)
+  fresh_z = jax.random.normal(jax.random.PRNGKey(config.seed + 1), run.grid_inputs[0].shape)
+  run.save_samples(run.state, path, fresh_z)
   return path
