@@ -1,0 +1,247 @@
+"""PyTorch reference of gan_jax's `sgan` and `dcgan` training steps, for benchmarks/compare.py.
+
+The same architectures (gan_jax/models/sgan.py, dcgan.py, layers.py: layer sizes, paddings,
+BatchNorm momentum 0.1 (flax 0.9) and eps 1e-5, dropout, leaky slopes, N(0, 0.02) weights, zero
+biases, nearest upsampling), the same objectives (configs/sgan.py, configs/dcgan.py), Adam
+(2e-4, 0.5, 0.999) and the same step: one D update, then one G update that reuses the fake batch.
+As in gan_jax, D sees real, fake (and labeled) images in separate passes when it has BatchNorm
+(sgan) and in one concatenated pass when it has none (dcgan). The data (uint8, 5,000 images) is
+resident on the device and batches are gathered there; nothing is read back per step.
+
+  python benchmarks/torch_reference.py --system=sgan --mode=eager --steps=20 --trials=5
+"""
+
+import argparse
+import os
+import statistics
+import time
+from typing import Callable, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SYSTEMS = ('sgan', 'dcgan')
+# 'eager', or a torch.compile mode ('default' is torch.compile's own default).
+MODES = ('eager', 'default', 'reduce-overhead', 'max-autotune-no-cudagraphs')
+NUM_CLASSES, LATENT_DIM, POOL_SIZE, NUM_LABELED = 10, 100, 5000, 100
+
+
+def init_weights(module: nn.Module) -> None:
+  """N(0, 0.02) conv and dense weights, zero biases (flax's dcgan_init and bias default)."""
+  if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+    nn.init.normal_(module.weight, 0.0, 0.02)
+    if module.bias is not None:
+      nn.init.zeros_(module.bias)
+
+
+def batch_norm_2d(channels: int) -> nn.BatchNorm2d:
+  # flax momentum 0.9 keeps 0.9 of the old statistics: PyTorch's momentum 0.1.
+  return nn.BatchNorm2d(channels, eps=1e-5, momentum=0.1)
+
+
+class SGANGenerator(nn.Module):
+  """Dense 128·8·8 → BN → up×2 → Conv 128 → BN → LReLU → up×2 → Conv 64 → BN → LReLU → Conv 1,
+  tanh."""
+
+  def __init__(self):
+    super().__init__()
+    self.dense = nn.Linear(LATENT_DIM, 128 * 8 * 8)
+    self.norm0 = batch_norm_2d(128)
+    self.blocks = nn.Sequential(
+        nn.Upsample(scale_factor=2, mode='nearest'), nn.Conv2d(128, 128, 3, padding=1, bias=False),
+        batch_norm_2d(128), nn.LeakyReLU(0.2),
+        nn.Upsample(scale_factor=2, mode='nearest'), nn.Conv2d(128, 64, 3, padding=1, bias=False),
+        batch_norm_2d(64), nn.LeakyReLU(0.2),
+        nn.Conv2d(64, 1, 3, padding=1), nn.Tanh())
+
+  def forward(self, z):
+    return self.blocks(self.norm0(self.dense(z).view(-1, 128, 8, 8)))
+
+
+class SGANDiscriminator(nn.Module):
+  """4 × [Conv 3×3 s2 (16/32/64/128) → LReLU(0.2) → Dropout 0.25 (→ BN after the first)] →
+  Dense 11."""
+
+  def __init__(self):
+    super().__init__()
+    layers, channels = [], 1
+    for i, features in enumerate((16, 32, 64, 128)):
+      layers += [nn.Conv2d(channels, features, 3, stride=2, padding=1), nn.LeakyReLU(0.2),
+                 nn.Dropout(0.25)]
+      if i:
+        layers.append(batch_norm_2d(features))
+      channels = features
+    self.features = nn.Sequential(*layers, nn.Flatten())
+    self.head = nn.Linear(128 * 2 * 2, NUM_CLASSES + 1)
+
+  def forward(self, x):
+    return self.head(self.features(x))
+
+
+class DCGANGenerator(nn.Module):
+  """Dense 7·7·256 → BN → LReLU → ConvT 128 (5×5, s1) → ConvT 64 (s2) → ConvT 1 (s2) tanh."""
+
+  def __init__(self):
+    super().__init__()
+    # gan_jax normalises the dense output per feature (before the reshape): BatchNorm1d.
+    self.dense = nn.Sequential(
+        nn.Linear(LATENT_DIM, 7 * 7 * 256, bias=False),
+        nn.BatchNorm1d(7 * 7 * 256, eps=1e-5, momentum=0.1), nn.LeakyReLU(0.2))
+    # padding 2 (+ output_padding 1 at stride 2) gives flax's 'SAME' output sizes: 7, 14, 28.
+    self.convs = nn.Sequential(
+        nn.ConvTranspose2d(256, 128, 5, 1, padding=2, bias=False), batch_norm_2d(128),
+        nn.LeakyReLU(0.2),
+        nn.ConvTranspose2d(128, 64, 5, 2, padding=2, output_padding=1, bias=False),
+        batch_norm_2d(64), nn.LeakyReLU(0.2),
+        nn.ConvTranspose2d(64, 1, 5, 2, padding=2, output_padding=1), nn.Tanh())
+
+  def forward(self, z):
+    return self.convs(self.dense(z).view(-1, 256, 7, 7))
+
+
+class DCGANDiscriminator(nn.Module):
+  """Conv 64 (5×5, s2) → LReLU → Dropout 0.3 → Conv 128 (s2) → LReLU → Dropout → Dense 1."""
+
+  def __init__(self):
+    super().__init__()
+    self.net = nn.Sequential(
+        nn.Conv2d(1, 64, 5, 2, padding=2), nn.LeakyReLU(0.2), nn.Dropout(0.3),
+        nn.Conv2d(64, 128, 5, 2, padding=2), nn.LeakyReLU(0.2), nn.Dropout(0.3),
+        nn.Flatten(), nn.Linear(128 * 7 * 7, 1))
+
+  def forward(self, x):
+    return self.net(x)
+
+
+def log_p_real(logits):
+  """log(1 − p_fake) of N+1 logits, fake class last."""
+  return torch.logsumexp(logits[:, :-1], 1) - torch.logsumexp(logits, 1)
+
+
+def sgan_d_loss(d, real, fake, labeled, labels):
+  """sgan_labeled + sgan_real + sgan_fake; one D pass per input (BatchNorm), in gan_jax's order."""
+  fake_logits, labeled_logits, real_logits = d(fake), d(labeled), d(real)
+  return (F.cross_entropy(labeled_logits, labels) - log_p_real(real_logits).mean()
+          - torch.log_softmax(fake_logits, 1)[:, -1].mean())
+
+
+def sgan_g_loss(d, fake):
+  return -log_p_real(d(fake)).mean()
+
+
+def dcgan_d_loss(d, real, fake):
+  """bce_real + bce_fake; D has no BatchNorm, so real and fake go through it in one pass."""
+  fake_logits, real_logits = d(torch.cat([fake, real])).squeeze(1).split(len(fake))
+  return (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+          + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
+
+
+def dcgan_g_loss(d, fake):
+  logits = d(fake).squeeze(1)
+  return F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))  # non-saturating
+
+
+class Arch(NamedTuple):
+  generator: Callable[[], nn.Module]
+  discriminator: Callable[[], nn.Module]
+  d_loss: Callable
+  g_loss: Callable
+  image_size: int
+  labeled: bool  # whether D's objective reads a labeled batch
+
+
+ARCHS = {
+    'sgan': Arch(SGANGenerator, SGANDiscriminator, sgan_d_loss, sgan_g_loss, 32, True),
+    'dcgan': Arch(DCGANGenerator, DCGANDiscriminator, dcgan_d_loss, dcgan_g_loss, 28, False),
+}
+
+
+class TorchStep:
+  """One system's training step in PyTorch, eager or under torch.compile, ready to time."""
+
+  def __init__(self, system: str, mode: str = 'eager', device: str = 'cpu', batch_size: int = 64,
+               seed: int = 0):
+    if system not in ARCHS:
+      raise ValueError(f'system={system!r} is not valid; valid choices: {", ".join(SYSTEMS)}')
+    if mode not in MODES:
+      raise ValueError(f'mode={mode!r} is not valid; valid choices: {", ".join(MODES)}')
+    torch.manual_seed(seed)
+    self.arch, size = ARCHS[system], ARCHS[system].image_size
+    self.device, self.batch_size = torch.device(device), batch_size
+    self.g = self.arch.generator().to(self.device)
+    self.d = self.arch.discriminator().to(self.device)
+    for net in (self.g, self.d):
+      net.apply(init_weights)
+      net.train()
+    adam = dict(lr=2e-4, betas=(0.5, 0.999))
+    self.g_opt = torch.optim.Adam(self.g.parameters(), **adam)
+    self.d_opt = torch.optim.Adam(self.d.parameters(), **adam)
+    # Resident data, as gan_jax's: uint8 images and labels, a labeled subset of 100.
+    self.images = torch.randint(0, 256, (POOL_SIZE, 1, size, size), dtype=torch.uint8,
+                                device=self.device)
+    self.labels = torch.randint(0, NUM_CLASSES, (POOL_SIZE,), device=self.device)
+    # The whole step is compiled: both forwards, their backwards and the Adam updates.
+    self.step_fn = self._step if mode == 'eager' else torch.compile(self._step, mode=mode)
+
+  def _batch(self, pool: int):
+    index = torch.randint(0, pool, (self.batch_size,), device=self.device)
+    return self.images[index].float() / 127.5 - 1.0, self.labels[index]
+
+  def _step(self):
+    real, _ = self._batch(POOL_SIZE)
+    labeled = self._batch(NUM_LABELED) if self.arch.labeled else ()
+    z = torch.randn(self.batch_size, LATENT_DIM, device=self.device)
+    fake = self.g(z)
+
+    self.d_opt.zero_grad(set_to_none=True)
+    self.arch.d_loss(self.d, real, fake.detach(), *labeled).backward()
+    self.d_opt.step()
+
+    self.g_opt.zero_grad(set_to_none=True)
+    self.arch.g_loss(self.d, fake).backward()  # the fake batch of D's update, as gan_jax
+    self.g_opt.step()
+
+  def time_steps(self, num_steps: int) -> float:
+    """Seconds for `num_steps` steps, with one device sync at the end (none per step)."""
+    self.sync()
+    start = time.perf_counter()
+    for _ in range(num_steps):
+      self.step_fn()
+    self.sync()
+    return time.perf_counter() - start
+
+  def sync(self):
+    if self.device.type == 'cuda':
+      torch.cuda.synchronize(self.device)
+
+
+def set_threads(threads: int | None = None) -> int:
+  """Intra-op threads: as many as the CPUs this process may use (what XLA:CPU uses)."""
+  threads = threads or len(os.sched_getaffinity(0))
+  torch.set_num_threads(threads)
+  return threads
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--system', choices=SYSTEMS, default='sgan')
+  parser.add_argument('--mode', choices=MODES, default='eager')
+  parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+  parser.add_argument('--batch_size', type=int, default=64)
+  parser.add_argument('--steps', type=int, default=10, help='steps per trial')
+  parser.add_argument('--trials', type=int, default=5)
+  parser.add_argument('--threads', type=int, default=0, help='0: the CPUs available')
+  args = parser.parse_args()
+  threads = set_threads(args.threads)
+  step = TorchStep(args.system, args.mode, args.device, args.batch_size)
+  start = time.perf_counter()
+  step.time_steps(2)  # warm-up (and compilation)
+  print(f'torch {torch.__version__} {args.system} {args.mode} on {args.device}, {threads} threads: '
+        f'warm-up {time.perf_counter() - start:.1f} s')
+  rates = [args.steps / step.time_steps(args.steps) for _ in range(args.trials)]
+  print(f'steps/s median {statistics.median(rates):.2f} [{min(rates):.2f} .. {max(rates):.2f}]')
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,200 @@
+"""Step-throughput benchmark: `python launch.py --config=configs/sgan.py --mode=bench`.
+
+Times the training step exactly as `train_and_evaluate` builds it (same models, data on the
+device, fresh state from `config.seed`, the guarded step jitted with donation), and reports:
+
+  compile      tracing+lowering and XLA compilation, apart from the timed steps
+  steps/s      median, min and max over `trials` trials after a warm-up; a trial runs
+               `steps_per_trial` steps back to back and syncs with the device once, at its end
+  images/s     real images consumed per second: steps/s × data.batch_size × train.d_steps
+               (SGAN's extra labeled batch, drawn from the small labeled subset, is not counted)
+  GFLOP/s      XLA's cost analysis of the compiled step (FLOPs per step) × median steps/s
+  roofline     the best GFLOP/s of a large f32 matmul on the same device in the same run, and
+               the step's share of it
+
+Optional knobs, for callers that build the config in code (the configs do not declare them):
+`config.bench = {'trials': 7, 'warmup_steps': 3, 'trial_seconds': 2.0, 'steps_per_trial': 0,
+'roofline_size': 2048}`, where `steps_per_trial=0` sizes trials from the warm-up to last about
+`trial_seconds`.
+"""
+
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+from ml_collections import ConfigDict
+
+from gan_jax import checks, train
+
+DEFAULTS = {'trials': 7, 'warmup_steps': 3, 'trial_seconds': 2.0, 'steps_per_trial': 0,
+            'roofline_size': 2048}
+
+
+def bench_options(config: ConfigDict) -> dict:
+  """`DEFAULTS` updated by `config.bench`; a one-line ValueError names a bad field."""
+  given = dict(config.get('bench', None) or {})
+  unknown = sorted(set(given) - set(DEFAULTS))
+  if unknown:
+    raise ValueError(f'bench.{unknown[0]} is not a bench option; valid: '
+                     f'{", ".join(sorted(DEFAULTS))}')
+  options = {**DEFAULTS, **given}
+  for name in ('trials', 'warmup_steps', 'roofline_size'):
+    if not (isinstance(options[name], int) and options[name] >= 1):
+      raise ValueError(f'bench.{name}={options[name]!r} must be an integer >= 1')
+  if not (isinstance(options['steps_per_trial'], int) and options['steps_per_trial'] >= 0):
+    raise ValueError(f'bench.steps_per_trial={options["steps_per_trial"]!r} must be an integer '
+                     '>= 0 (0: sized from the warm-up)')
+  if not (isinstance(options['trial_seconds'], (int, float)) and options['trial_seconds'] > 0):
+    raise ValueError(f'bench.trial_seconds={options["trial_seconds"]!r} must be > 0')
+  return options
+
+
+class StepBench:
+  """The training step of `config`, compiled and ready to time on a fresh state.
+
+  `train.Run` is built in an empty scratch directory: a workdir's training checkpoints are
+  never read, so the state is always the fresh one of `config.seed`, and nothing is written.
+  """
+
+  def __init__(self, config: ConfigDict):
+    with tempfile.TemporaryDirectory(prefix='gan_jax_bench_') as scratch:
+      run = train.Run(config, scratch)
+      run.checkpointer.close()
+    self.config = config
+    self.images_per_step = config.data.batch_size * config.train.d_steps
+    self.device_data = run.device_data
+    train_step = train.make_train_step(config, run.generator, run.discriminator, run.mesh)
+    step_fn = jax.jit(train.make_guarded_step(train_step), donate_argnums=(0, 2))
+    metrics_shape = jax.eval_shape(train_step, run.state, run.device_data)[1]
+    self.watch = jax.device_put(train._fresh_watch(metrics_shape), run.replicated)
+    self.state = run.state
+
+    start = time.perf_counter()
+    lowered = step_fn.lower(self.state, self.device_data, self.watch)
+    self.lower_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    self.compiled = lowered.compile()
+    self.compile_seconds = time.perf_counter() - start
+    self.flops_per_step = compiled_flops(self.compiled)
+
+  def time_steps(self, num_steps: int) -> float:
+    """Seconds for `num_steps` steps issued back to back, with one device sync at the end."""
+    state, watch = self.state, self.watch
+    start = time.perf_counter()
+    for _ in range(num_steps):
+      state, _, watch = self.compiled(state, self.device_data, watch)
+    jax.block_until_ready((state, watch))
+    seconds = time.perf_counter() - start
+    self.state, self.watch = state, watch  # the inputs were donated
+    return seconds
+
+
+def compiled_flops(compiled) -> float:
+  """FLOPs of one call of a compiled XLA program, from XLA's cost analysis."""
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):  # older jax: one dict per program
+    cost = cost[0]
+  return float(cost['flops'])
+
+
+def roofline_gflops(size: int = DEFAULTS['roofline_size'], repeats: int = 10) -> float:
+  """Best GFLOP/s of a `size`×`size` f32 matmul on the default device, over `repeats` runs."""
+  a = jax.random.normal(jax.random.PRNGKey(0), (size, size), jnp.float32)
+  b = jax.random.normal(jax.random.PRNGKey(1), (size, size), jnp.float32)
+  matmul = jax.jit(jnp.matmul).lower(a, b).compile()
+  matmul(a, b).block_until_ready()
+  best = float('inf')
+  for _ in range(repeats):
+    start = time.perf_counter()
+    matmul(a, b).block_until_ready()
+    best = min(best, time.perf_counter() - start)
+  return 2 * size**3 / best / 1e9
+
+
+def spread(values) -> dict:
+  """Median, min and max."""
+  return {'median': statistics.median(values), 'min': min(values), 'max': max(values)}
+
+
+def machine() -> dict:
+  """What the figures were measured on: device, host CPU, threads, versions, load."""
+  cpu = platform.processor()
+  try:
+    with open('/proc/cpuinfo') as f:
+      cpu = next((l.split(':', 1)[1].strip() for l in f if l.startswith('model name')), cpu)
+  except OSError:
+    pass
+  device = jax.devices()[0]
+  return {'backend': jax.default_backend(), 'device_kind': device.device_kind,
+          'device_count': jax.device_count(), 'cpu': cpu, 'cpu_count': os.cpu_count(),
+          'jax': jax.__version__, 'python': platform.python_version(),
+          'xla_flags': os.environ.get('XLA_FLAGS', ''), 'load_average': os.getloadavg()}
+
+
+def run(config: ConfigDict, workdir: str) -> str:
+  """Times the step of `config`, prints a table, writes workdir/bench.json; returns its path."""
+  options = bench_options(config)
+  checks.check_workdir(workdir)
+  load_before = os.getloadavg()
+  step = StepBench(config)
+
+  warmup = [step.time_steps(1) for _ in range(options['warmup_steps'])]
+  steps = options['steps_per_trial'] or max(1, round(options['trial_seconds'] / min(warmup)))
+  seconds = [step.time_steps(steps) for _ in range(options['trials'])]
+  steps_per_s = [steps / s for s in seconds]
+  roofline = roofline_gflops(options['roofline_size'])
+
+  median = statistics.median(steps_per_s)
+  gflops = step.flops_per_step * median / 1e9
+  result = {
+      'config': {'generator': config.model.generator, 'discriminator': config.model.discriminator,
+                 'batch_size': config.data.batch_size, 'd_steps': config.train.d_steps,
+                 'image_size': config.data.image_size},
+      'steps_per_call': 1,
+      'lower_seconds': step.lower_seconds, 'compile_seconds': step.compile_seconds,
+      'warmup_step_seconds': warmup,
+      'trials': options['trials'], 'steps_per_trial': steps, 'trial_seconds': seconds,
+      'steps_per_s': spread(steps_per_s),
+      'ms_per_step': spread([1e3 / v for v in steps_per_s]),
+      'images_per_step': step.images_per_step,
+      'images_per_s': spread([v * step.images_per_step for v in steps_per_s]),
+      'flops_per_step': step.flops_per_step, 'gflops_per_s': gflops,
+      'roofline': {'matmul_size': options['roofline_size'], 'gflops_per_s': roofline,
+                   'fraction': gflops / roofline},
+      'machine': {**machine(), 'load_average_before': load_before},
+  }
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, 'bench.json')
+  with open(path, 'w') as f:
+    json.dump(result, f, indent=2)
+  print(format_table(result))
+  return path
+
+
+def format_table(result: dict) -> str:
+  """The figures of a `run` result as a readable table."""
+  c, m, roof = result['config'], result['machine'], result['roofline']
+  fmt = lambda s, f: f'{s["median"]:{f}}  [{s["min"]:{f}} .. {s["max"]:{f}}]'
+  rows = [
+      ('system', f'G={c["generator"]} D={c["discriminator"]} batch={c["batch_size"]} '
+                 f'd_steps={c["d_steps"]} image={c["image_size"]}'),
+      ('device', f'{m["backend"]} {m["device_kind"]} x{m["device_count"]} ({m["cpu"]}, '
+                 f'{m["cpu_count"]} CPUs, load {m["load_average"][0]:.2f})'),
+      ('compile', f'lower {result["lower_seconds"]:.2f} s, '
+                  f'compile {result["compile_seconds"]:.2f} s'),
+      ('trials', f'{result["trials"]} x {result["steps_per_trial"]} steps (median [min .. max])'),
+      ('steps/s', fmt(result['steps_per_s'], '.2f')),
+      ('ms/step', fmt(result['ms_per_step'], '.1f')),
+      ('images/s', fmt(result['images_per_s'], '.0f')),
+      ('GFLOP/step', f'{result["flops_per_step"] / 1e9:.2f} (XLA cost analysis)'),
+      ('GFLOP/s', f'{result["gflops_per_s"]:.1f}'),
+      ('roofline', f'{roof["gflops_per_s"]:.1f} GFLOP/s ({roof["matmul_size"]}^2 f32 matmul), '
+                   f'step at {100 * roof["fraction"]:.1f}%'),
+  ]
+  width = max(len(k) for k, _ in rows)
+  return '\n'.join(f'{k:<{width}}  {v}' for k, v in rows)
