@@ -1,6 +1,6 @@
-"""Train, sample from, or (later) evaluate and benchmark a GAN.
+"""Train, evaluate, sample from or benchmark a GAN.
 
-  python launch.py --config=configs/sgan.py [--workdir=DIR] [--mode=train|sample]
+  python launch.py --config=configs/sgan.py [--workdir=DIR] [--mode=train|eval|sample|bench]
   python launch.py --config=configs/sgan.py:smoke --config.train.num_steps=10
 """
 
@@ -15,7 +15,9 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'A configs/*.py file, optionally ":arg".',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where the run writes; default workdirs/<config>.')
-_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'sample'], 'What to do.')
+_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'sample', 'bench'],
+                              'train (or resume); eval or sample the latest checkpoint; '
+                              'bench: time the step, write bench.json.')
 flags.mark_flags_as_required(['config'])
 
 
@@ -40,8 +42,13 @@ def main(argv):
   try:
     if _MODE.value == 'train':
       train.train_and_evaluate(_CONFIG.value, workdir)
-    else:
+    elif _MODE.value == 'eval':
+      print(f'eval: {train.evaluate(_CONFIG.value, workdir)}')
+    elif _MODE.value == 'sample':
       print(f'samples: {train.sample(_CONFIG.value, workdir)}')
+    else:
+      from gan_jax import bench
+      print(f'bench: {bench.run(_CONFIG.value, workdir)}')
   except ValueError as error:
     fail(str(error))
   except train.NonFiniteError as error:

@@ -47,6 +47,12 @@ def base() -> ml_collections.ConfigDict:
   # Resume even if the workdir's checkpoints come from a config that differs in more than
   # the run length and logging.
   config.train.allow_config_change = False
+
+  config.eval = ml_collections.ConfigDict()
+  # Scores (gan_jax/evaluation.py) every N steps and at the end, into metrics.jsonl, eval.json
+  # and report.md; 0 = only on demand (--mode=eval).
+  config.eval.every = 500
+  config.eval.num_samples = 1000  # generated images per evaluation (the test split has 1,000)
   return config
 
 
@@ -62,4 +68,6 @@ def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   config.train.log_every = 2
   config.train.sample_every = 4
   config.train.checkpoint_every = 2
+  config.eval.every = 0
+  config.eval.num_samples = 100
   return config

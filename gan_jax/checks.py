@@ -17,7 +17,7 @@ ON_NONFINITE = ('stop', 'rollback')
 RESUMABLE_CHANGES = frozenset({
     'train.num_steps', 'train.log_every', 'train.sample_every', 'train.checkpoint_every',
     'train.max_checkpoints', 'train.on_nonfinite', 'train.max_rollbacks',
-    'train.allow_config_change', 'data.data_dir'})
+    'train.allow_config_change', 'data.data_dir', 'eval.every', 'eval.num_samples'})
 
 
 def _choice_error(field: str, value: Any, choices) -> ValueError:
@@ -49,6 +49,10 @@ def check_config(config: ConfigDict) -> None:
   for field in ('num_steps', 'd_steps', 'log_every', 'sample_every', 'checkpoint_every'):
     if not config.train[field] > 0:
       raise ValueError(f'train.{field}={config.train[field]!r} must be > 0')
+  if not config.eval.every >= 0:
+    raise ValueError(f'eval.every={config.eval.every!r} must be >= 0 (0: only --mode=eval)')
+  if not config.eval.num_samples >= 10:
+    raise ValueError(f'eval.num_samples={config.eval.num_samples!r} must be >= 10')
   if not config.data.batch_size > 0:
     raise ValueError(f'data.batch_size={config.data.batch_size!r} must be > 0')
   if config.data.batch_size % jax.device_count():

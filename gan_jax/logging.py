@@ -82,3 +82,70 @@ def save_image_grid(images: np.ndarray, rows: int, path: str, scale: int = 2) ->
   buffer = io.BytesIO()
   picture.save(buffer, format='PNG')
   atomic_write_bytes(path, buffer.getvalue())
+
+
+def read_metrics(workdir: str) -> list[dict]:
+  """The rows of a run's metrics.jsonl (a half-written last row is skipped)."""
+  path = os.path.join(workdir, 'metrics.jsonl')
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [row for row in map(_parse, f) if row]
+
+
+def plot_curves(rows: list[dict], path: str) -> None:
+  """Loss curves of the training rows and, beside them, the eval rows' FID: one PNG."""
+  import matplotlib  # here, not at the top: only reports need it and it is slow to import
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt
+
+  panels = [('loss', [k for k in ('d_loss', 'g_loss') if any(k in r for r in rows)])]
+  if any('eval/fid_classifier' in r for r in rows):
+    panels.append(('FID (classifier features)', ['eval/fid_classifier']))
+  figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.5), squeeze=False)
+  for ax, (title, keys) in zip(axes[0], panels):
+    for key in keys:
+      points = [(r['step'], r[key]) for r in rows if key in r]
+      ax.plot(*zip(*points), label=key, marker='o' if key.startswith('eval/') else None)
+    ax.set(title=title, xlabel='step')
+    ax.legend()
+  figure.tight_layout()
+  buffer = io.BytesIO()
+  figure.savefig(buffer, format='png', dpi=100)
+  plt.close(figure)
+  atomic_write_bytes(path, buffer.getvalue())
+
+
+# What each evaluation metric is, for the report (see gan_jax/evaluation.py).
+METRIC_NOTES = {
+    'fid_classifier': "Fréchet distance on the eval classifier's features (not Inception FID); lower is better",
+    'kid_classifier': 'kernel (MMD²) distance on the same features; lower is better',
+    'precision': 'share of samples inside the k=3 NN balls of the real test features',
+    'recall': 'share of real test images inside the k=3 NN balls of the samples',
+    'class_coverage': 'classes given at least half their fair share of the samples',
+    'class_entropy': 'entropy (nats) of the predicted classes of the samples; log 10 = 2.303 is uniform',
+    'conditional_accuracy': 'share of G(z, y) that the classifier labels y',
+    'd_test_accuracy': "accuracy of D's class head on the test split",
+    'classifier_test_accuracy': "the eval classifier's own test accuracy",
+}
+
+
+def write_report(workdir: str, step: int, eval_metrics: Mapping[str, float]) -> None:
+  """report.md: the evaluation, the last training metrics, the last grid and the curves."""
+  rows = read_metrics(workdir)
+  plot_curves(rows, os.path.join(workdir, 'loss_curves.png'))
+  lines = [f'# Report: {os.path.basename(os.path.abspath(workdir))}', '',
+           f'Evaluation of the checkpoint at step {step}.', '', '| metric | value | meaning |',
+           '|---|---|---|']
+  lines += [f'| {k} | {v:.4g} | {METRIC_NOTES.get(k, "")} |' for k, v in eval_metrics.items()]
+  train_rows = [r for r in rows if 'd_loss' in r]
+  if train_rows:
+    last = train_rows[-1]
+    lines += ['', f'## Training metrics at step {last["step"]}', '', '| metric | value |', '|---|---|']
+    lines += [f'| {k} | {v:.4g} |' for k, v in last.items() if k != 'step']
+  grids = sorted(f for f in os.listdir(os.path.join(workdir, 'samples'))
+                 if f.startswith('step_')) if os.path.isdir(os.path.join(workdir, 'samples')) else []
+  if grids:
+    lines += ['', '## Last sample grid', '', f'![samples](samples/{grids[-1]})']
+  lines += ['', '## Curves', '', '![curves](loss_curves.png)', '']
+  atomic_write_bytes(os.path.join(workdir, 'report.md'), '\n'.join(lines).encode())

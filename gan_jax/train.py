@@ -18,7 +18,7 @@ import tqdm
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from ml_collections import ConfigDict
 
-from gan_jax import checks, data, losses, models
+from gan_jax import checks, data, evaluation, losses, models
 from gan_jax.checkpoint import Checkpointer
 from gan_jax.logging import MetricWriter, atomic_write_bytes, save_image_grid
 from gan_jax.state import GANState, create_state
@@ -70,6 +70,9 @@ def make_train_step(config: ConfigDict, generator: nn.Module, discriminator: nn.
   batch_size, latent_dim = config.data.batch_size, config.model.latent_dim
   labeled_batch_size = config.data.labeled_batch_size or batch_size
   d_steps = config.train.d_steps
+  # An objective without G terms trains D alone (the supervised baseline of SGAN).
+  trains_generator = any(g_weights.values())
+  generates = trains_generator or 'fake' in d_needs
   # LSGAN's D targets a (fake) and b (real): the decision boundary is midway.
   threshold = (hparams.a + hparams.b) / 2 if any(n.startswith('lsgan') for n in d_weights) else 0.0
   batch_sharding = NamedSharding(mesh, P('data'))
@@ -121,43 +124,47 @@ def make_train_step(config: ConfigDict, generator: nn.Module, discriminator: nn.
       z_key, drop_key, wrong_key = jax.random.split(jax.random.fold_in(step_key, i), 3)
       data_index = state.step * d_steps + i
       real_images, labels = gather(device_data, 'real_indices', data_key, data_index, batch_size)
-      z = shard(jax.random.normal(z_key, (batch_size, latent_dim)))
+      inputs = {'real': (real_images, labels)}
+      if generates:
+        z = shard(jax.random.normal(z_key, (batch_size, latent_dim)))
 
-      def generate(params, z=z, labels=labels, batch_stats=g_batch_stats):
-        fake, mutated = generator.apply({'params': params, 'batch_stats': batch_stats}, z, labels,
-                                        train=True, mutable=['batch_stats'])
-        return fake, mutated.get('batch_stats', {})
+        def generate(params, z=z, labels=labels, batch_stats=g_batch_stats):
+          fake, mutated = generator.apply({'params': params, 'batch_stats': batch_stats}, z, labels,
+                                          train=True, mutable=['batch_stats'])
+          return fake, mutated.get('batch_stats', {})
 
-      fake, pull_back, g_batch_stats = jax.vjp(generate, state.g.params, has_aux=True)
-      inputs = {'real': (real_images, labels), 'fake': (fake, labels)}
+        fake, pull_back, g_batch_stats = jax.vjp(generate, state.g.params, has_aux=True)
+        inputs['fake'] = (fake, labels)
       if 'wrong' in d_needs:
         inputs['wrong'] = (real_images, mismatched_labels(wrong_key, labels, discriminator.num_classes))
       if 'labeled' in d_needs:
         inputs['labeled'] = gather(device_data, 'labeled_indices', labeled_key, data_index,
                                    labeled_batch_size)
       d_inputs = {n: inputs[n] for n in d_needs}
-      d_inputs['fake'] = (jax.lax.stop_gradient(fake), labels)
+      if 'fake' in d_inputs:
+        d_inputs['fake'] = (jax.lax.stop_gradient(fake), labels)
       (d_loss, (d_parts, d_outputs, d_batch_stats)), d_grads = jax.value_and_grad(
           d_loss_fn, has_aux=True)(d_state.params, d_state.batch_stats, d_inputs, drop_key)
       d_before = d_state
       d_state = d_state.apply_gradients(grads=d_grads, batch_stats=d_batch_stats)
 
-    scoring_d = d_state if config.train.update_order == 'alternating' else d_before
-    g_inputs = {n: inputs[n] for n in g_needs}
-    (g_loss, g_parts), fake_grads = jax.value_and_grad(g_loss_of_fake, has_aux=True)(
-        fake, scoring_d, g_inputs, jax.random.fold_in(step_key, d_steps))
-    (g_grads,) = pull_back(fake_grads)
-    g_state = state.g.apply_gradients(grads=g_grads, batch_stats=g_batch_stats)
-
-    metrics = {
-        'd_loss': d_loss, 'g_loss': g_loss,
-        **{f'd/{k}': v for k, v in d_parts.items()}, **{f'g/{k}': v for k, v in g_parts.items()},
-        'd_grad_norm': optax.tree.norm(d_grads), 'g_grad_norm': optax.tree.norm(g_grads),
-        'd_param_norm': optax.tree.norm(d_state.params), 'g_param_norm': optax.tree.norm(g_state.params),
-    }
+    metrics = {'d_loss': d_loss, **{f'd/{k}': v for k, v in d_parts.items()},
+               'd_grad_norm': optax.tree.norm(d_grads), 'd_param_norm': optax.tree.norm(d_state.params)}
+    g_state = state.g
+    if trains_generator:
+      scoring_d = d_state if config.train.update_order == 'alternating' else d_before
+      g_inputs = {n: inputs[n] for n in g_needs}
+      (g_loss, g_parts), fake_grads = jax.value_and_grad(g_loss_of_fake, has_aux=True)(
+          fake, scoring_d, g_inputs, jax.random.fold_in(step_key, d_steps))
+      (g_grads,) = pull_back(fake_grads)
+      g_state = state.g.apply_gradients(grads=g_grads, batch_stats=g_batch_stats)
+      metrics.update({'g_loss': g_loss, **{f'g/{k}': v for k, v in g_parts.items()},
+                      'g_grad_norm': optax.tree.norm(g_grads),
+                      'g_param_norm': optax.tree.norm(g_state.params)})
     if 'real' in d_outputs:
       metrics['d_acc_real'] = jnp.mean(_realness(d_outputs['real'].logits) > threshold)
-    metrics['d_acc_fake'] = jnp.mean(_realness(d_outputs['fake'].logits) <= threshold)
+    if 'fake' in d_outputs:
+      metrics['d_acc_fake'] = jnp.mean(_realness(d_outputs['fake'].logits) <= threshold)
     if 'labeled' in d_outputs:
       labeled = d_outputs['labeled']
       metrics['d_acc_labeled'] = jnp.mean(jnp.argmax(labeled.logits[..., :-1], -1) == labeled.labels)
@@ -320,6 +327,9 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, float]:
   # Placed like the step's output, so that the step compiles once, not again on its second call.
   new_watch = lambda: jax.device_put(_fresh_watch(metrics_shape), run.replicated)
   state, step, watch, last = run.state, run.start_step, new_watch(), {}
+  evaluator = None
+  if config.eval.every and step < tc.num_steps:
+    evaluator = evaluation.Evaluator(config, run.generator, run.discriminator)
   progress = tqdm.tqdm(total=tc.num_steps, initial=step, desc='train', unit='step', dynamic_ncols=True)
 
   def check_finite():
@@ -361,13 +371,19 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, float]:
             continue
           last = {k: float(v) for k, v in jax.device_get(metrics).items()}
           writer.write(step, last)
-          progress.set_postfix(d_loss=f'{last["d_loss"]:.3f}', g_loss=f'{last["g_loss"]:.3f}')
+          progress.set_postfix({k: f'{last[k]:.3f}' for k in ('d_loss', 'g_loss') if k in last})
         if step % tc.sample_every == 0 or final:
           run.save_samples(state, os.path.join(workdir, 'samples', f'step_{step:06d}.png'))
         if step % tc.checkpoint_every == 0 or final or stopping:
           if check_finite():  # a checkpoint is only ever written of a finite state
             continue
           run.checkpointer.save(state, run.meta)
+        if evaluator and (step % config.eval.every == 0 or final):
+          if check_finite():
+            continue
+          scores = evaluator(state)
+          writer.write(step, {f'eval/{k}': v for k, v in scores.items()})
+          evaluation.save_eval(workdir, step, scores)
         if stopping:
           raise Interrupted(stop[0], step)
   finally:
@@ -388,3 +404,13 @@ def sample(config: ConfigDict, workdir: str) -> str:
   fresh_z = jax.random.normal(jax.random.PRNGKey(config.seed + 1), run.grid_inputs[0].shape)
   run.save_samples(run.state, path, fresh_z)
   return path
+
+
+def evaluate(config: ConfigDict, workdir: str) -> str:
+  """--mode=eval: scores the latest checkpoint of `workdir` (eval.json, report.md); returns its path."""
+  run = Run(config, workdir)
+  run.checkpointer.close()
+  if run.start_step == 0:
+    raise ValueError(f'workdir={workdir!r} has no checkpoint to evaluate')
+  scores = evaluation.Evaluator(config, run.generator, run.discriminator)(run.state)
+  return evaluation.save_eval(workdir, run.start_step, scores)

@@ -20,6 +20,9 @@ GENERATORS = {
     'conditional': ConditionalGenerator,
 }
 
+# Generators whose samples depend on the labels they are given (scored by conditional accuracy).
+CONDITIONAL_GENERATORS = frozenset({'conditional'})
+
 DISCRIMINATORS = {
     'mlp': MLPDiscriminator,
     'dcgan': DCGANDiscriminator,
