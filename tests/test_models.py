@@ -345,17 +345,48 @@ def test_channels_and_classes_follow_the_config(name):
 
 
 # ---------------------------------------------------------------- layers
-@pytest.mark.parametrize('factor', [1, 2, 3])
-def test_upsample_nearest(factor):
-  x = jax.random.normal(jax.random.key(0), (2, 3, 5, 4))
-  up = layers.upsample_nearest(x, factor)
-  chex.assert_shape(up, (2, 3 * factor, 5 * factor, 4))
-  np.testing.assert_array_equal(up, jnp.repeat(jnp.repeat(x, factor, axis=1), factor, axis=2))
-  np.testing.assert_array_equal(
-      up, jax.image.resize(x, (2, 3 * factor, 5 * factor, 4), method='nearest'))
+def _upsample_nearest(x, factor):
+  return jnp.repeat(jnp.repeat(x, factor, axis=1), factor, axis=2)
 
 
-def test_upsample_nearest_default_factor_is_two():
-  x = jnp.arange(2 * 2 * 2 * 1, dtype=jnp.float32).reshape(2, 2, 2, 1)
-  np.testing.assert_array_equal(layers.upsample_nearest(x)[0, :, :, 0],
-                                [[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 3, 3], [2, 2, 3, 3]])
+# (kernel, factor, fill): the models' layers (sgan 3/2 nearest; dcgan 5/1 and 5/2, gan_cls 4/2
+# zeros) and the corners of the phase arithmetic (1×1 kernels, factor 3, even kernels).
+SUBPIXEL_CASES = [(3, 2, 'nearest'), (3, 3, 'nearest'), (1, 2, 'nearest'), (4, 2, 'nearest'),
+                  (5, 1, 'zeros'), (5, 2, 'zeros'), (4, 2, 'zeros'), (5, 3, 'zeros'), (2, 2, 'zeros')]
+
+
+@pytest.mark.parametrize('kernel_size, factor, fill', SUBPIXEL_CASES)
+def test_subpixel_conv_equals_upsample_then_conv(kernel_size, factor, fill):
+  """Same outputs and gradients (parameters and input) as the direct form, to f32 rounding."""
+  x = jax.random.normal(jax.random.key(0), (2, 5, 6, 3))
+  if fill == 'nearest':
+    low = (kernel_size - 1) // 2
+    direct = nn.Conv(4, (kernel_size,) * 2, padding=[(low, kernel_size - 1 - low)] * 2)
+    direct_fn = lambda v, x: direct.apply(v, _upsample_nearest(x, factor))
+  else:
+    low = layers.conv_transpose_low_padding(kernel_size, factor)
+    direct = nn.ConvTranspose(4, (kernel_size,) * 2, (factor,) * 2, padding='SAME')
+    direct_fn = direct.apply
+  subpixel = layers.SubpixelConv(4, kernel_size, low, factor, fill)
+  variables = subpixel.init(jax.random.key(1), x)
+  # A nonzero bias, so that its placement is checked too.
+  variables = jax.tree.map(lambda p: p + 0.1, variables)
+  chex.assert_trees_all_equal_shapes(variables, direct.init(jax.random.key(1), x if fill == 'zeros'
+                                                             else _upsample_nearest(x, factor)))
+  out = subpixel.apply(variables, x)
+  chex.assert_shape(out, (2, 5 * factor, 6 * factor, 4))
+  np.testing.assert_allclose(out, direct_fn(variables, x), rtol=1e-5, atol=1e-6)
+  loss = lambda fn: lambda v, x: jnp.sum(jnp.sin(3 * fn(v, x)))
+  grads = jax.grad(loss(subpixel.apply), (0, 1))(variables, x)
+  chex.assert_trees_all_close(grads, jax.grad(loss(direct_fn), (0, 1))(variables, x),
+                              rtol=1e-4, atol=1e-4)
+
+
+def test_subpixel_conv_reads_fewer_taps():
+  """Nearest ×2 then 3×3: each output phase is a 2×2 conv of the input (16 taps, not 36)."""
+  phases = layers._phase_taps(3, 2, low=1, zero_fill=False)
+  assert [taps.shape for taps, _ in phases] == [(2, 3), (2, 3)]
+  # Phase 0 reads inputs i-1 (tap 0) and i (taps 1+2); phase 1 reads i (taps 0+1) and i+1 (tap 2).
+  np.testing.assert_array_equal(phases[0][0], [[1, 0, 0], [0, 1, 1]])
+  np.testing.assert_array_equal(phases[1][0], [[1, 1, 0], [0, 0, 1]])
+  assert [first for _, first in phases] == [-1, 0]

@@ -4,7 +4,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gan_jax.models.layers import batch_norm, dcgan_init
+from gan_jax.models.layers import batch_norm, conv_transpose, dcgan_init
 
 
 class ConditionalGenerator(nn.Module):
@@ -19,10 +19,8 @@ class ConditionalGenerator(nn.Module):
     x = nn.relu(norm()(nn.Dense(1024, use_bias=False, kernel_init=dcgan_init)(x)))
     x = nn.relu(norm()(nn.Dense(7 * 7 * 128, use_bias=False, kernel_init=dcgan_init)(x)))
     x = x.reshape(-1, 7, 7, 128)
-    x = nn.ConvTranspose(64, (4, 4), (2, 2), padding='SAME', use_bias=False, kernel_init=dcgan_init)(x)
-    x = nn.relu(norm()(x))
-    x = nn.ConvTranspose(self.channels, (4, 4), (2, 2), padding='SAME', kernel_init=dcgan_init)(x)
-    return nn.tanh(x)
+    x = nn.relu(norm()(conv_transpose(64, 4, 2, use_bias=False, name='ConvTranspose_0')(x)))
+    return nn.tanh(conv_transpose(self.channels, 4, 2, name='ConvTranspose_1')(x))
 
 
 class MatchingDiscriminator(nn.Module):

@@ -3,7 +3,7 @@
 import flax.linen as nn
 import jax
 
-from gan_jax.models.layers import batch_norm, dcgan_init
+from gan_jax.models.layers import batch_norm, conv_transpose, dcgan_init
 
 
 class DCGANGenerator(nn.Module):
@@ -18,12 +18,10 @@ class DCGANGenerator(nn.Module):
     # No bias before BatchNorm: its shift makes one redundant.
     x = nn.Dense(7 * 7 * 256, use_bias=False, kernel_init=dcgan_init)(z)
     x = act(batch_norm(use_running_average=not train)(x)).reshape(-1, 7, 7, 256)
-    for features, stride in ((128, 1), (64, 2)):
-      x = nn.ConvTranspose(features, (5, 5), (stride, stride), padding='SAME', use_bias=False,
-                           kernel_init=dcgan_init)(x)
+    for i, (features, stride) in enumerate(((128, 1), (64, 2))):
+      x = conv_transpose(features, 5, stride, use_bias=False, name=f'ConvTranspose_{i}')(x)
       x = act(batch_norm(use_running_average=not train)(x))
-    x = nn.ConvTranspose(self.channels, (5, 5), (2, 2), padding='SAME', kernel_init=dcgan_init)(x)
-    return nn.tanh(x)
+    return nn.tanh(conv_transpose(self.channels, 5, 2, name='ConvTranspose_2')(x))
 
 
 class DCGANDiscriminator(nn.Module):

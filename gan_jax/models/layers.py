@@ -1,10 +1,13 @@
 """Pieces the generators and discriminators share."""
 
 import functools
+import math
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 # DCGAN (Radford et al. 2016) initialises conv and dense weights from N(0, 0.02).
 dcgan_init = nn.initializers.normal(0.02)
@@ -14,12 +17,78 @@ dcgan_init = nn.initializers.normal(0.02)
 batch_norm = functools.partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
 
 
-def upsample_nearest(x: jax.Array, factor: int = 2) -> jax.Array:
-  """Nearest-neighbour upsampling of NHWC images by an integer factor.
+def conv_transpose_low_padding(kernel_size: int, stride: int) -> int:
+  """The low padding `lax.conv_transpose` uses for 'SAME' (what nn.ConvTranspose(padding='SAME') does)."""
+  if stride > kernel_size - 1:
+    return kernel_size - 1
+  return math.ceil((kernel_size + stride - 2) / 2)
 
-  A broadcast and a reshape, which XLA fuses; `jax.image.resize` builds a general
-  gather-based kernel that is far slower for this special case.
+
+def _phase_taps(kernel_size: int, factor: int, low: int, zero_fill: bool):
+  """For each output phase a: a 0/1 matrix [n_a, kernel_size] summing kernel taps into the
+  n_a taps that phase really reads, and the input offset of its first tap.
+
+  On the upsampled grid, tap t of output f·i + a reads position f·i + a + t − low, which holds
+  input i + ⌊(a + t − low) / f⌋; with zero fill only when f divides a + t − low.
   """
-  n, h, w, c = x.shape
-  x = jnp.broadcast_to(x[:, :, None, :, None, :], (n, h, factor, w, factor, c))
-  return x.reshape(n, h * factor, w * factor, c)
+  phases = []
+  for a in range(factor):
+    reads = {t: (a + t - low) // factor for t in range(kernel_size)
+             if not zero_fill or (a + t - low) % factor == 0}
+    first = min(reads.values())
+    taps = np.zeros((max(reads.values()) - first + 1, kernel_size), np.float32)
+    for t, offset in reads.items():
+      taps[offset - first, t] = 1
+    phases.append((taps, first))
+  return phases
+
+
+class SubpixelConv(nn.Module):
+  """Upsampling by `factor` then a k×k stride-1 conv, computed at the input's resolution.
+
+  The same function, parameter (`kernel`, k×k×in×out) and initialisation as
+  - `fill='nearest'`: nearest-neighbour upsampling, then `nn.Conv(padding=(low, k − 1 − low))`;
+  - `fill='zeros'`: `nn.ConvTranspose(strides=factor, padding='SAME')` (zero insertion), with
+    `low = conv_transpose_low_padding(k, factor)`.
+  Each of the factor² output phases reads only a few input pixels, so it is one small conv of
+  the input with the kernel's taps summed per phase: nearest ×2 then 3×3 costs 16 instead of 36
+  multiply-adds per input pixel, and neither form needs the large-window weight gradient that
+  XLA:CPU runs slowly for an upsampled or lhs-dilated convolution.
+  """
+  features: int
+  kernel_size: int
+  low: int  # padding before the first row/column of the upsampled grid
+  factor: int = 2
+  fill: str = 'nearest'
+  use_bias: bool = True
+  kernel_init: Callable = dcgan_init
+  dtype: Any = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    k, f = self.kernel_size, self.factor
+    kernel = self.param('kernel', self.kernel_init, (k, k, x.shape[-1], self.features))
+    bias = self.param('bias', nn.initializers.zeros, (self.features,)) if self.use_bias else None
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    phases = _phase_taps(k, f, self.low, self.fill == 'zeros')
+    n, h, w, _ = x.shape
+    rows = []
+    for row_taps, row_first in phases:
+      cols = []
+      for col_taps, col_first in phases:
+        phase_kernel = jnp.einsum('ut,vs,tsio->uvio', row_taps, col_taps, kernel)
+        # Pad (or crop, where negative) so that output i reads input i + first + u.
+        padding = [(-first, first + len(taps) - 1) for taps, first in
+                   ((row_taps, row_first), (col_taps, col_first))]
+        cols.append(jax.lax.conv_general_dilated(
+            x, phase_kernel.astype(x.dtype), (1, 1), padding,
+            dimension_numbers=('NHWC', 'HWIO', 'NHWC')))
+      rows.append(jnp.stack(cols, axis=3))  # [n, h, w, f (col phase), c]
+    y = jnp.stack(rows, axis=2).reshape(n, h * f, w * f, self.features)  # [n, h, f, w, f, c]
+    return y if bias is None else y + bias
+
+
+def conv_transpose(features: int, kernel_size: int, stride: int, **kwargs) -> SubpixelConv:
+  """`nn.ConvTranspose(features, (k, k), (s, s), padding='SAME')`, as a SubpixelConv."""
+  return SubpixelConv(features, kernel_size, conv_transpose_low_padding(kernel_size, stride),
+                      stride, 'zeros', **kwargs)

@@ -3,7 +3,7 @@
 import flax.linen as nn
 import jax
 
-from gan_jax.models.layers import batch_norm, dcgan_init, upsample_nearest
+from gan_jax.models.layers import SubpixelConv, batch_norm, dcgan_init
 
 _PAD1 = ((1, 1), (1, 1))  # PyTorch's padding=1, symmetric (flax 'SAME' pads stride-2 convs unevenly)
 
@@ -20,12 +20,13 @@ class SGANGenerator(nn.Module):
     norm = lambda: batch_norm(use_running_average=not train)
     x = nn.Dense(128 * self.base_size**2, kernel_init=dcgan_init)(z)
     x = norm()(x.reshape(-1, self.base_size, self.base_size, 128))
-    for features in (128, 64):
+    for i, features in enumerate((128, 64)):
+      # Nearest ×2 then Conv 3×3 (padding 1), computed per output phase (see SubpixelConv).
       # No bias: the BatchNorm after it subtracts the batch mean, so a bias gets no gradient.
-      x = nn.Conv(features, (3, 3), padding=_PAD1, use_bias=False, kernel_init=dcgan_init)(
-          upsample_nearest(x))
+      x = SubpixelConv(features, 3, low=1, use_bias=False, name=f'Conv_{i}')(x)
       x = nn.leaky_relu(norm()(x), self.negative_slope)
-    return nn.tanh(nn.Conv(self.channels, (3, 3), padding=_PAD1, kernel_init=dcgan_init)(x))
+    x = nn.Conv(self.channels, (3, 3), padding=_PAD1, kernel_init=dcgan_init, name='Conv_2')(x)
+    return nn.tanh(x)
 
 
 class SGANDiscriminator(nn.Module):
