@@ -28,6 +28,8 @@ class Checkpointer:
 
   def remove_unfinished(self) -> None:
     """Deletes the temporary directories of saves that a killed process left unfinished."""
+    if jax.process_index() != 0:  # as orbax, whose primary host (process 0) alone creates them
+      return
     for path in glob.glob(os.path.join(glob.escape(self.directory), '*.orbax-checkpoint-tmp*')):
       shutil.rmtree(path, ignore_errors=True)
 

@@ -18,7 +18,7 @@ import tqdm
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from ml_collections import ConfigDict
 
-from gan_jax import checks, data, evaluation, losses, models
+from gan_jax import checks, data, evaluation, losses, models, parallel
 from gan_jax.checkpoint import Checkpointer
 from gan_jax.logging import MetricWriter, atomic_write_bytes, save_image_grid
 from gan_jax.state import GANState, create_state
@@ -200,8 +200,8 @@ class Run:
     self.generator, self.discriminator = build_models(config, self.num_classes, self.image_shape)
     checks.check_image_shape(config, self.generator, self.image_shape)
 
-    self.mesh = Mesh(np.array(jax.devices()), ('data',))
-    self.replicated = NamedSharding(self.mesh, P())
+    self.mesh = parallel.make_mesh()
+    self.replicated = parallel.replicated(self.mesh)
     self.checkpointer = Checkpointer(workdir, config.train.max_checkpoints)
     try:
       latest = self.checkpointer.latest_step()
@@ -226,7 +226,7 @@ class Run:
     self.labeled_indices = labeled
     real = np.setdiff1d(np.arange(len(labels)), labeled).astype(np.int32)
     # The whole (small) dataset lives on the device; steps gather their batches there.
-    self.device_data = jax.device_put(
+    self.device_data = parallel.put_replicated(
         {'images': images, 'labels': labels.astype(np.int32), 'real_indices': real,
          'labeled_indices': labeled if len(labeled) else np.zeros((1,), np.int32)}, self.replicated)
 
@@ -259,8 +259,9 @@ class Run:
   def save_samples(self, state: GANState, path: str, z: jax.Array | None = None) -> None:
     """Writes a grid from the fixed noise, or from `z` (same shape) if given."""
     fixed_z, labels = self.grid_inputs
-    images = self.sample(state.g, fixed_z if z is None else z, labels)
-    save_image_grid(np.asarray(jax.device_get(images)), self.num_classes, path)
+    images = self.sample(state.g, fixed_z if z is None else z, labels)  # on every process: it is SPMD
+    if parallel.is_primary():
+      save_image_grid(np.asarray(jax.device_get(images)), self.num_classes, path)
 
 
 class NonFiniteError(FloatingPointError):
@@ -318,8 +319,11 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, float]:
   tc = config.train
   os.makedirs(run.checkpointer.directory, exist_ok=True)
   run.checkpointer.remove_unfinished()
-  atomic_write_bytes(os.path.join(workdir, 'config.json'), config.to_json_best_effort(indent=2).encode())
-  writer = MetricWriter(workdir, resume_step=run.start_step)
+  # Every process computes every value; process 0 alone writes them (the workdir may be shared).
+  primary = parallel.is_primary()
+  if primary:
+    atomic_write_bytes(os.path.join(workdir, 'config.json'), config.to_json_best_effort(indent=2).encode())
+  writer = MetricWriter(workdir, resume_step=run.start_step) if primary else parallel.NullWriter()
   train_step = make_train_step(config, run.generator, run.discriminator, run.mesh)
   step_fn = jax.jit(make_guarded_step(train_step), donate_argnums=(0, 2))
   skip_fn = jax.jit(lambda state: state.replace(step=state.step + 1), donate_argnums=0)
@@ -330,7 +334,8 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, float]:
   evaluator = None
   if config.eval.every and step < tc.num_steps:
     evaluator = evaluation.Evaluator(config, run.generator, run.discriminator)
-  progress = tqdm.tqdm(total=tc.num_steps, initial=step, desc='train', unit='step', dynamic_ncols=True)
+  progress = tqdm.tqdm(total=tc.num_steps, initial=step, desc='train', unit='step', dynamic_ncols=True,
+                       disable=not primary)
 
   def check_finite():
     """Raises, or rolls back to the last checkpoint, if any step since the last check was not finite."""
@@ -383,7 +388,8 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, float]:
             continue
           scores = evaluator(state)
           writer.write(step, {f'eval/{k}': v for k, v in scores.items()})
-          evaluation.save_eval(workdir, step, scores)
+          if primary:
+            evaluation.save_eval(workdir, step, scores)
         if stopping:
           raise Interrupted(stop[0], step)
   finally:

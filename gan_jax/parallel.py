@@ -1,0 +1,85 @@
+"""Devices of a run: the multi-process setup, the ('data',) mesh and its shardings.
+
+Every process (one per host, or one per GPU under srun) runs the same program on global
+arrays: the state and the small dataset are replicated on every device of every process,
+the batch is sharded over all of them. Nothing else in the code depends on the number of
+processes, except that only process 0 writes logs, grids and scores.
+"""
+
+import os
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+
+def _launched_as_one_of_several() -> bool:
+  """Whether srun or mpirun started several processes: jax.distributed reads their variables."""
+  slurm = 'SLURM_STEP_NODELIST' in os.environ and int(os.environ.get('SLURM_NTASKS', '1')) > 1
+  open_mpi = 'OMPI_MCA_orte_hnp_uri' in os.environ and int(os.environ.get('OMPI_COMM_WORLD_SIZE', '1')) > 1
+  return slurm or open_mpi
+
+
+def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
+                           process_id: int | None = None) -> bool:
+  """Joins a multi-process run if the arguments or the launcher describe one; returns whether.
+
+  Must come before anything touches the devices. An argument left None is taken from the
+  environment by `jax.distributed.initialize`: JAX_COORDINATOR_ADDRESS, or SLURM's / Open
+  MPI's variables. On CPU the processes talk through gloo, JAX's default CPU collectives.
+  """
+  given = {'coordinator_address': coordinator_address, 'num_processes': num_processes,
+           'process_id': process_id}
+  given = {k: v for k, v in given.items() if v is not None}
+  if not given and not _launched_as_one_of_several():
+    return False
+  try:
+    jax.distributed.initialize(**given)
+  except (ValueError, TypeError) as error:  # a missing or inconsistent launch flag
+    flags = ' '.join(f'--{k}={v}' for k, v in given.items()) or 'srun/mpirun variables'
+    raise ValueError(f'{flags}: {str(error).rstrip(".")}') from None
+  return True
+
+
+def is_primary() -> bool:
+  """Whether this process writes the run's files (the others compute the same values)."""
+  return jax.process_index() == 0
+
+
+def make_mesh() -> Mesh:
+  """A 1-D mesh over every device of every process."""
+  return Mesh(np.array(jax.devices()), ('data',))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """The leading (batch) axis split over the devices."""
+  return NamedSharding(mesh, P('data'))
+
+
+def put_replicated(tree, sharding: NamedSharding):
+  """Host arrays, the same on every process, onto every device of `sharding`.
+
+  Built from each process's own copy: `jax.device_put` to devices of other processes would
+  first all-gather the arrays to check that they are equal, N copies of the dataset per host.
+  """
+  def put(x):
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+  return jax.tree.map(put, tree)
+
+
+class NullWriter:
+  """Stands in for MetricWriter on processes other than 0."""
+
+  def write(self, step, scalars) -> None:
+    pass
+
+  def drop_after(self, step) -> None:
+    pass
+
+  def close(self) -> None:
+    pass
