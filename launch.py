@@ -2,6 +2,9 @@
 
   python launch.py --config=configs/sgan.py [--workdir=DIR] [--mode=train|eval|sample|bench]
   python launch.py --config=configs/sgan.py:smoke --config.train.num_steps=10
+
+Several processes (hosts): the same command in each, plus --coordinator_address,
+--num_processes and --process_id, or none of them under srun or mpirun (docs/scaling.md).
 """
 
 import os
@@ -18,6 +21,10 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Where the run writes; default w
 _MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'sample', 'bench'],
                               'train (or resume); eval or sample the latest checkpoint; '
                               'bench: time the step, write bench.json.')
+_COORDINATOR = flags.DEFINE_string('coordinator_address', None,
+                                   'host:port of process 0, for a run over several processes.')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes of a multi-process run.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process: 0 .. num_processes - 1.')
 flags.mark_flags_as_required(['config'])
 
 
@@ -36,7 +43,12 @@ def main(argv):
   # config_flags defers a failed load to the first use of the config: report it here.
   if not isinstance(_CONFIG.value, ml_collections.ConfigDict):
     fail(f'--config={config_flag} could not be loaded: it must be a file with get_config()')
-  from gan_jax import train  # after flag parsing: importing JAX is slow and flags may be wrong
+  from gan_jax import parallel  # after flag parsing: importing JAX is slow and flags may be wrong
+  try:  # before anything touches the devices
+    parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  except ValueError as error:
+    fail(str(error))
+  from gan_jax import train
   workdir = _WORKDIR.value or default_workdir(config_flag)
   print(f'workdir: {os.path.abspath(workdir)}', flush=True)
   try:
