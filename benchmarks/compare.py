@@ -30,19 +30,21 @@ import torch_reference  # noqa: E402
 from gan_jax import bench  # noqa: E402
 
 
-def steps_for(seconds_per_step: float, trial_seconds: float) -> int:
-  return max(1, round(trial_seconds / seconds_per_step))
+def steps_for(seconds_per_step: float, trial_seconds: float, per_call: int = 1) -> int:
+  """Steps in a trial of about `trial_seconds`: whole calls of `per_call` steps."""
+  return max(1, round(trial_seconds / seconds_per_step / per_call)) * per_call
 
 
-def warm_up(timer, steps: int = 3) -> float:
-  """Runs `steps` single steps (compiling on the first); returns the fastest one's seconds."""
-  return min(timer(1) for _ in range(steps))
+def warm_up(timer, per_call: int = 1, calls: int = 3) -> float:
+  """Runs `calls` single calls (compiling on the first); returns the fastest one's seconds per step."""
+  return min(timer(per_call) for _ in range(calls)) / per_call
 
 
 def compare_mode(jax_step, torch_step, pairs: int, trial_seconds: float, flops: float,
                  roofline: float, label: str) -> dict:
   """`pairs` interleaved (JAX, torch) trials; per-pair rates, ratios and roofline fractions."""
-  jax_steps = steps_for(warm_up(jax_step.time_steps), trial_seconds)
+  per_call = jax_step.steps_per_call
+  jax_steps = steps_for(warm_up(jax_step.time_steps, per_call), trial_seconds, per_call)
   torch_steps = steps_for(warm_up(torch_step.time_steps), trial_seconds)
   rows = []
   for k in range(pairs):
@@ -64,6 +66,7 @@ def compare_mode(jax_step, torch_step, pairs: int, trial_seconds: float, flops: 
 def compare_system(system: str, modes: list[str], args) -> dict:
   config = importlib.import_module(f'configs.{system}').get_config()
   config.data.batch_size = args.batch_size
+  config.train.steps_per_call = args.steps_per_call
   start = time.perf_counter()
   jax_step = bench.StepBench(config)
   print(f'{system}: JAX step compiled in {time.perf_counter() - start:.1f} s, '
@@ -109,6 +112,8 @@ def main():
                       help=f'torch modes, of: {", ".join(torch_reference.MODES)}')
   parser.add_argument('--pairs', type=int, default=5)
   parser.add_argument('--batch_size', type=int, default=64)
+  parser.add_argument('--steps_per_call', type=int, default=1,
+                      help="gan_jax's train.steps_per_call (steps per jitted call, a lax.scan)")
   parser.add_argument('--trial_seconds', type=float, default=2.0,
                       help='each trial runs about this long (steps sized from the warm-up)')
   parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu',

@@ -69,7 +69,8 @@ class StepBench:
     self.images_per_step = config.data.batch_size * config.train.d_steps
     self.device_data = run.device_data
     train_step = train.make_train_step(config, run.generator, run.discriminator, run.mesh)
-    step_fn = jax.jit(train.make_guarded_step(train_step), donate_argnums=(0, 2))
+    self.steps_per_call = config.train.steps_per_call
+    step_fn = train.make_step_fn(train_step, self.steps_per_call)
     metrics_shape = jax.eval_shape(train_step, run.state, run.device_data)[1]
     self.watch = jax.device_put(train._fresh_watch(metrics_shape), run.replicated)
     self.state = run.state
@@ -80,13 +81,18 @@ class StepBench:
     start = time.perf_counter()
     self.compiled = lowered.compile()
     self.compile_seconds = time.perf_counter() - start
-    self.flops_per_step = compiled_flops(self.compiled)
+    # XLA's cost analysis counts a loop's body once, whatever its trip count: FLOPs per step
+    # come from the program of one step.
+    one_step = self.compiled if self.steps_per_call == 1 else train.make_step_fn(
+        train_step, 1).lower(self.state, self.device_data, self.watch).compile()
+    self.flops_per_step = compiled_flops(one_step)
 
   def time_steps(self, num_steps: int) -> float:
-    """Seconds for `num_steps` steps issued back to back, with one device sync at the end."""
+    """Seconds for `num_steps` steps (a multiple of steps_per_call) issued back to back, with
+    one device sync at the end."""
     state, watch = self.state, self.watch
     start = time.perf_counter()
-    for _ in range(num_steps):
+    for _ in range(num_steps // self.steps_per_call):
       state, _, watch = self.compiled(state, self.device_data, watch)
     jax.block_until_ready((state, watch))
     seconds = time.perf_counter() - start
@@ -143,8 +149,10 @@ def run(config: ConfigDict, workdir: str) -> str:
   load_before = os.getloadavg()
   step = StepBench(config)
 
-  warmup = [step.time_steps(1) for _ in range(options['warmup_steps'])]
-  steps = options['steps_per_trial'] or max(1, round(options['trial_seconds'] / min(warmup)))
+  per_call = step.steps_per_call
+  warmup = [step.time_steps(per_call) / per_call for _ in range(options['warmup_steps'])]
+  steps = options['steps_per_trial'] or round(options['trial_seconds'] / min(warmup))
+  steps = max(1, round(steps / per_call)) * per_call  # whole calls
   seconds = [step.time_steps(steps) for _ in range(options['trials'])]
   steps_per_s = [steps / s for s in seconds]
   roofline = roofline_gflops(options['roofline_size'])
@@ -155,7 +163,7 @@ def run(config: ConfigDict, workdir: str) -> str:
       'config': {'generator': config.model.generator, 'discriminator': config.model.discriminator,
                  'batch_size': config.data.batch_size, 'd_steps': config.train.d_steps,
                  'image_size': config.data.image_size},
-      'steps_per_call': 1,
+      'steps_per_call': per_call,
       'lower_seconds': step.lower_seconds, 'compile_seconds': step.compile_seconds,
       'warmup_step_seconds': warmup,
       'trials': options['trials'], 'steps_per_trial': steps, 'trial_seconds': seconds,

@@ -17,7 +17,8 @@ ON_NONFINITE = ('stop', 'rollback')
 RESUMABLE_CHANGES = frozenset({
     'train.num_steps', 'train.log_every', 'train.sample_every', 'train.checkpoint_every',
     'train.max_checkpoints', 'train.on_nonfinite', 'train.max_rollbacks',
-    'train.allow_config_change', 'data.data_dir', 'eval.every', 'eval.num_samples'})
+    'train.allow_config_change', 'train.steps_per_call', 'data.data_dir', 'eval.every',
+    'eval.num_samples'})
 
 
 def _choice_error(field: str, value: Any, choices) -> ValueError:
@@ -46,11 +47,20 @@ def check_config(config: ConfigDict) -> None:
     raise _choice_error('train.update_order', config.train.update_order, UPDATE_ORDERS)
   if config.train.on_nonfinite not in ON_NONFINITE:
     raise _choice_error('train.on_nonfinite', config.train.on_nonfinite, ON_NONFINITE)
-  for field in ('num_steps', 'd_steps', 'log_every', 'sample_every', 'checkpoint_every'):
+  for field in ('num_steps', 'd_steps', 'steps_per_call', 'log_every', 'sample_every',
+                'checkpoint_every'):
     if not config.train[field] > 0:
       raise ValueError(f'train.{field}={config.train[field]!r} must be > 0')
   if not config.eval.every >= 0:
     raise ValueError(f'eval.every={config.eval.every!r} must be >= 0 (0: only --mode=eval)')
+  # Host work (logs, grids, saves, evals) happens between calls, so its periods must be whole calls.
+  per_call = config.train.steps_per_call
+  for field, value in (('train.log_every', config.train.log_every),
+                       ('train.sample_every', config.train.sample_every),
+                       ('train.checkpoint_every', config.train.checkpoint_every),
+                       ('eval.every', config.eval.every)):
+    if value % per_call:
+      raise ValueError(f'{field}={value} must be a multiple of train.steps_per_call={per_call}')
   if not config.eval.num_samples >= 10:
     raise ValueError(f'eval.num_samples={config.eval.num_samples!r} must be >= 10')
   if not config.data.batch_size > 0:

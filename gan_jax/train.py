@@ -292,6 +292,25 @@ def make_guarded_step(train_step: Callable) -> Callable:
   return guarded
 
 
+def make_step_fn(train_step: Callable, steps_per_call: int) -> Callable:
+  """`step_fn(state, device_data, watch) -> (state, last metrics, watch)`: jitted, state and
+  watch donated, `steps_per_call` guarded steps per call as a `lax.scan`."""
+  guarded = make_guarded_step(train_step)
+
+  def steps(state, device_data, watch):
+    if steps_per_call == 1:
+      return guarded(state, device_data, watch)
+
+    def body(carry, _):
+      state, metrics, watch = guarded(carry[0], device_data, carry[1])
+      return (state, watch), metrics
+
+    (state, watch), metrics = jax.lax.scan(body, (state, watch), length=steps_per_call)
+    return state, jax.tree.map(lambda m: m[-1], metrics), watch
+
+  return jax.jit(steps, donate_argnums=(0, 2))
+
+
 def _fresh_watch(metrics_shape) -> dict:
   return {'step': jnp.asarray(-1, jnp.int32),
           'metrics': jax.tree.map(lambda m: jnp.zeros(m.shape, m.dtype), metrics_shape)}
@@ -325,7 +344,9 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, float]:
     atomic_write_bytes(os.path.join(workdir, 'config.json'), config.to_json_best_effort(indent=2).encode())
   writer = MetricWriter(workdir, resume_step=run.start_step) if primary else parallel.NullWriter()
   train_step = make_train_step(config, run.generator, run.discriminator, run.mesh)
-  step_fn = jax.jit(make_guarded_step(train_step), donate_argnums=(0, 2))
+  per_call = tc.steps_per_call
+  # jit compiles on first use: the single-step function only where a whole call cannot run.
+  step_fns = {1: make_step_fn(train_step, 1), per_call: make_step_fn(train_step, per_call)}
   skip_fn = jax.jit(lambda state: state.replace(step=state.step + 1), donate_argnums=0)
   metrics_shape = jax.eval_shape(train_step, run.state, run.device_data)[1]
   # Placed like the step's output, so that the step compiles once, not again on its second call.
@@ -363,12 +384,16 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, float]:
   try:
     with _stop_requests() as stop:
       while step < tc.num_steps:
-        step += 1
+        # Whole calls on the grid of steps_per_call; single steps where a call would pass the
+        # end, start off the grid (resumed with another steps_per_call) or hold a skipped step.
+        size = per_call if (step % per_call == 0 and step + per_call <= tc.num_steps and not any(
+            step < s <= step + per_call for s in run.skipped_steps)) else 1
+        step += size
         if step in run.skipped_steps:
           state = skip_fn(state)  # the step of a rolled-back non-finite update: its batch is skipped
         else:
-          state, metrics, watch = step_fn(state, run.device_data, watch)
-        progress.update(1)
+          state, metrics, watch = step_fns[size](state, run.device_data, watch)
+        progress.update(size)
         final, stopping = step == tc.num_steps, bool(stop)  # a signal may arrive at any moment
         # Metrics stay on the device between logging steps: reading them forces a host sync.
         if (step % tc.log_every == 0 or final) and step not in run.skipped_steps:

@@ -20,9 +20,11 @@ def positive(value) -> bool:
   return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
-def test_bench_writes_positive_finite_figures(tmp_path, capsys):
+@pytest.mark.parametrize('steps_per_call', [1, 2])
+def test_bench_writes_positive_finite_figures(steps_per_call, tmp_path, capsys):
   config = load_config('gan')  # the fastest to compile: the machinery is the same for all
-  config.bench = QUICK
+  config.bench = {**QUICK, 'steps_per_trial': steps_per_call}
+  config.train.steps_per_call = steps_per_call
   workdir = tmp_path / 'new' / 'bench'  # created by the benchmark
   path = bench.run(config, str(workdir))
 
@@ -30,7 +32,8 @@ def test_bench_writes_positive_finite_figures(tmp_path, capsys):
   result = json.loads((workdir / 'bench.json').read_text())
   assert os.listdir(workdir) == ['bench.json']  # no checkpoints, no other output
   assert result['trials'] == 5 and len(result['trial_seconds']) == 5
-  assert result['steps_per_trial'] == 1 and result['images_per_step'] == config.data.batch_size
+  assert result['steps_per_trial'] == result['steps_per_call'] == steps_per_call
+  assert result['images_per_step'] == config.data.batch_size
   for key in ('steps_per_s', 'ms_per_step', 'images_per_s'):
     s = result[key]
     assert all(positive(s[k]) for k in ('median', 'min', 'max')), key
@@ -39,7 +42,7 @@ def test_bench_writes_positive_finite_figures(tmp_path, capsys):
                 result['gflops_per_s'], result['roofline']['gflops_per_s'],
                 result['roofline']['fraction']):
     assert positive(value)
-  # By hand: G's and D's matmuls (G on 8 noise vectors, D on 16 images), forward and backward
+  # Per step whatever the steps per call. By hand: G's and D's matmuls (G on 8 noise vectors, D on 16 images), forward and backward
   # (3 × the forward) for D's update and for G's (D's input gradient only, but G's pass again).
   g_forward = 2 * 8 * (100 * 128 + 128 * 784)
   d_forward = 2 * 16 * (784 * 128 + 128)

@@ -422,6 +422,21 @@ def test_rollback_skips_the_bad_batch_and_continues(tmp_path):
   assert int(run.state.step) == 4 and all_finite(leaves)
 
 
+def test_rollback_inside_a_call_of_several_steps(tmp_path):
+  """With 2 steps per call the NaN of step 3 is seen after step 4: back to checkpoint 2, then
+  steps 3 (skipped) and 4 one at a time, and on in whole calls."""
+  config = rollback_config(max_rollbacks=1)
+  config.train.steps_per_call = config.train.log_every = 2
+  config.train.num_steps = 6
+  with mock.patch.object(train, 'make_train_step', poisoning(train.make_train_step)):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert [r['step'] for r in metric_rows(tmp_path)] == [2, 4, 6]
+  assert all(np.isfinite(v) for r in metric_rows(tmp_path) for v in r.values())
+  run, leaves = restored(tmp_path, config)
+  assert run.skipped_steps == [POISONED_STEP]
+  assert int(run.state.step) == 6 and all_finite(leaves)
+
+
 def test_rollback_beyond_max_rollbacks_stops(tmp_path):
   config = rollback_config(max_rollbacks=0)
   with mock.patch.object(train, 'make_train_step', poisoning(train.make_train_step)), \
