@@ -14,10 +14,12 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 
 def _launched_as_one_of_several() -> bool:
-  """Whether srun or mpirun started several processes: jax.distributed reads their variables."""
+  """Whether the environment describes a multi-process run, in variables jax.distributed reads:
+  srun's or mpirun's with several tasks, or JAX_COORDINATOR_ADDRESS (e.g. on a TPU pod slice,
+  whose process count and ids JAX reads from the TPU metadata)."""
   slurm = 'SLURM_STEP_NODELIST' in os.environ and int(os.environ.get('SLURM_NTASKS', '1')) > 1
   open_mpi = 'OMPI_MCA_orte_hnp_uri' in os.environ and int(os.environ.get('OMPI_COMM_WORLD_SIZE', '1')) > 1
-  return slurm or open_mpi
+  return slurm or open_mpi or 'JAX_COORDINATOR_ADDRESS' in os.environ
 
 
 def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
@@ -25,8 +27,9 @@ def initialize_distributed(coordinator_address: str | None = None, num_processes
   """Joins a multi-process run if the arguments or the launcher describe one; returns whether.
 
   Must come before anything touches the devices. An argument left None is taken from the
-  environment by `jax.distributed.initialize`: JAX_COORDINATOR_ADDRESS, or SLURM's / Open
-  MPI's variables. On CPU the processes talk through gloo, JAX's default CPU collectives.
+  environment by `jax.distributed.initialize`: JAX_COORDINATOR_ADDRESS, SLURM's or Open MPI's
+  variables, a TPU VM's metadata. On CPU the processes talk through gloo, JAX's default CPU
+  collectives.
   """
   given = {'coordinator_address': coordinator_address, 'num_processes': num_processes,
            'process_id': process_id}
@@ -36,7 +39,7 @@ def initialize_distributed(coordinator_address: str | None = None, num_processes
   try:
     jax.distributed.initialize(**given)
   except (ValueError, TypeError) as error:  # a missing or inconsistent launch flag
-    flags = ' '.join(f'--{k}={v}' for k, v in given.items()) or 'srun/mpirun variables'
+    flags = ' '.join(f'--{k}={v}' for k, v in given.items()) or 'JAX_COORDINATOR_ADDRESS/srun/mpirun'
     raise ValueError(f'{flags}: {str(error).rstrip(".")}') from None
   return True
 
