@@ -21,6 +21,10 @@ def base() -> ml_collections.ConfigDict:
   config.model.generator = 'dcgan'
   config.model.discriminator = 'dcgan'
   config.model.latent_dim = 100
+  # 'bfloat16': the training step's layers compute in bfloat16 (for GPUs and TPUs); parameters,
+  # optimizer state, BatchNorm statistics and losses stay float32. Sampling and evaluation
+  # run in float32.
+  config.model.compute_dtype = 'float32'
 
   config.loss = ml_collections.ConfigDict()
   config.loss.d_terms = {'bce_real': 1.0, 'bce_fake': 1.0}

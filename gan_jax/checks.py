@@ -13,6 +13,7 @@ from gan_jax.state import OPTIMIZERS
 
 UPDATE_ORDERS = ('alternating', 'simultaneous')
 ON_NONFINITE = ('stop', 'rollback')
+COMPUTE_DTYPES = ('float32', 'bfloat16')
 # What a resumed run may change: how long it runs and what it writes, not what it trains.
 RESUMABLE_CHANGES = frozenset({
     'train.num_steps', 'train.log_every', 'train.sample_every', 'train.checkpoint_every',
@@ -31,6 +32,8 @@ def check_config(config: ConfigDict) -> None:
     raise _choice_error('model.generator', config.model.generator, models.GENERATORS)
   if config.model.discriminator not in models.DISCRIMINATORS:
     raise _choice_error('model.discriminator', config.model.discriminator, models.DISCRIMINATORS)
+  if config.model.compute_dtype not in COMPUTE_DTYPES:
+    raise _choice_error('model.compute_dtype', config.model.compute_dtype, COMPUTE_DTYPES)
   if config.data.name not in data.DATASETS:
     raise _choice_error('data.name', config.data.name, data.DATASETS)
   for side, terms in (('d_terms', losses.D_TERMS), ('g_terms', losses.G_TERMS)):

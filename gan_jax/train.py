@@ -55,6 +55,11 @@ def mismatched_labels(key: jax.Array, labels: jax.Array, num_classes: int) -> ja
   return (labels + jax.random.randint(key, labels.shape, 1, num_classes)) % num_classes
 
 
+def cast_floating(tree, dtype):
+  """The floating-point leaves of `tree` cast to `dtype` (no-ops where they already are)."""
+  return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
+
+
 def make_train_step(config: ConfigDict, generator: nn.Module, discriminator: nn.Module,
                     mesh: Mesh) -> Callable[[GANState, dict], tuple[GANState, dict]]:
   """Returns `train_step(state, device_data) -> (state, metrics)`, to be jitted.
@@ -77,6 +82,11 @@ def make_train_step(config: ConfigDict, generator: nn.Module, discriminator: nn.
   threshold = (hparams.a + hparams.b) / 2 if any(n.startswith('lsgan') for n in d_weights) else 0.0
   batch_sharding = NamedSharding(mesh, P('data'))
   shard = lambda x: jax.lax.with_sharding_constraint(x, batch_sharding)
+  # Mixed precision at the networks' boundary: parameters, optimizer state, BatchNorm
+  # statistics, losses and metrics stay float32; with model.compute_dtype='bfloat16' the
+  # layers compute in bfloat16, and gradients flow back through the cast.
+  compute = functools.partial(cast_floating, dtype=jnp.dtype(config.model.compute_dtype))
+  to_float32 = functools.partial(cast_floating, dtype=jnp.float32)
 
   def gather(device_data, pool, key, index, size):
     idx = device_data[pool][data.batch_indices(key, index, device_data[pool].shape[0], size)]
@@ -89,19 +99,20 @@ def make_train_step(config: ConfigDict, generator: nn.Module, discriminator: nn.
       # No BatchNorm, so one concatenated pass gives the same logits as separate ones, faster.
       images = jnp.concatenate([inputs[n][0] for n in names])
       labels = jnp.concatenate([inputs[n][1] for n in names])
-      logits, features = discriminator.apply({'params': params}, images, labels, train=True,
-                                             rngs={'dropout': key})
+      logits, features = to_float32(discriminator.apply(
+          {'params': compute(params)}, compute(images), labels, train=True, rngs={'dropout': key}))
       bounds = np.cumsum([inputs[n][0].shape[0] for n in names])[:-1]
       return {n: losses.DiscOutput(l, f, inputs[n][1]) for n, l, f in
               zip(names, jnp.split(logits, bounds), jnp.split(features, bounds))}, batch_stats
     # With BatchNorm, each input is normalised by its own batch statistics, as in the papers.
     outputs = {}
     for i, n in enumerate(names):
+      images, labels = inputs[n]
       (logits, features), mutated = discriminator.apply(
-          {'params': params, 'batch_stats': batch_stats}, *inputs[n], train=True,
-          rngs={'dropout': jax.random.fold_in(key, i)}, mutable=['batch_stats'])
+          {'params': compute(params), 'batch_stats': batch_stats}, compute(images), labels,
+          train=True, rngs={'dropout': jax.random.fold_in(key, i)}, mutable=['batch_stats'])
       batch_stats = mutated['batch_stats']
-      outputs[n] = losses.DiscOutput(logits, features, inputs[n][1])
+      outputs[n] = losses.DiscOutput(*to_float32((logits, features)), labels)
     return outputs, batch_stats
 
   def d_loss_fn(params, batch_stats, inputs, key):
@@ -129,8 +140,8 @@ def make_train_step(config: ConfigDict, generator: nn.Module, discriminator: nn.
         z = shard(jax.random.normal(z_key, (batch_size, latent_dim)))
 
         def generate(params, z=z, labels=labels, batch_stats=g_batch_stats):
-          fake, mutated = generator.apply({'params': params, 'batch_stats': batch_stats}, z, labels,
-                                          train=True, mutable=['batch_stats'])
+          fake, mutated = generator.apply({'params': compute(params), 'batch_stats': batch_stats},
+                                          compute(z), labels, train=True, mutable=['batch_stats'])
           return fake, mutated.get('batch_stats', {})
 
         fake, pull_back, g_batch_stats = jax.vjp(generate, state.g.params, has_aux=True)
@@ -193,7 +204,8 @@ class Run:
     checks.check_config(config)
     checks.check_workdir(workdir)
     self.config, self.workdir = config, workdir
-    images, labels = data.load_split(config.data.name, 'train', config.data.data_dir or None)
+    images, labels = parallel.primary_first(
+        lambda: data.load_split(config.data.name, 'train', config.data.data_dir or None), 'train data')
     images = data.pad_to(images, config.data.image_size)
     self.num_classes = data.DATASETS[config.data.name]
     self.image_shape = images.shape[1:]
@@ -354,7 +366,8 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, float]:
   state, step, watch, last = run.state, run.start_step, new_watch(), {}
   evaluator = None
   if config.eval.every and step < tc.num_steps:
-    evaluator = evaluation.Evaluator(config, run.generator, run.discriminator)
+    evaluator = parallel.primary_first(
+        lambda: evaluation.Evaluator(config, run.generator, run.discriminator), 'eval classifier')
   progress = tqdm.tqdm(total=tc.num_steps, initial=step, desc='train', unit='step', dynamic_ncols=True,
                        disable=not primary)
 
