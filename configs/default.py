@@ -43,6 +43,9 @@ def base() -> ml_collections.ConfigDict:
   # same results. log_every, sample_every, checkpoint_every and eval.every must be multiples.
   config.train.steps_per_call = 1
   config.train.update_order = 'alternating'  # or 'simultaneous'
+  # D sees real and fake images in one concatenated pass only where it has no BatchNorm (the
+  # same logits, one pass fewer); a BatchNorm D gets one pass per input, so each batch is
+  # normalised by its own statistics, as in the papers.
   config.train.log_every = 50
   config.train.sample_every = 500
   config.train.checkpoint_every = 500
