@@ -7,10 +7,14 @@ processes, except that only process 0 writes logs, grids and scores.
 """
 
 import os
+from typing import Callable, TypeVar
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+T = TypeVar('T')
 
 
 def _launched_as_one_of_several() -> bool:
@@ -47,6 +51,22 @@ def initialize_distributed(coordinator_address: str | None = None, num_processes
 def is_primary() -> bool:
   """Whether this process writes the run's files (the others compute the same values)."""
   return jax.process_index() == 0
+
+
+def primary_first(fn: Callable[[], T], name: str) -> T:
+  """`fn()` in process 0, then in the others once it has returned.
+
+  For what is prepared on first use and kept on disk (a tfds dataset, the eval classifier):
+  on a shared file system the others then read what process 0 wrote instead of racing it
+  (two processes preparing one dataset: FileExistsError). `fn` must not run collectives.
+  """
+  if is_primary():
+    result = fn()
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)
+  if not is_primary():
+    result = fn()
+  return result
 
 
 def make_mesh() -> Mesh:
