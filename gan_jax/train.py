@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import tqdm
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh
 from ml_collections import ConfigDict
 
 from gan_jax import checks, data, evaluation, losses, models, parallel
@@ -80,13 +80,16 @@ def make_train_step(config: ConfigDict, generator: nn.Module, discriminator: nn.
   generates = trains_generator or 'fake' in d_needs
   # LSGAN's D targets a (fake) and b (real): the decision boundary is midway.
   threshold = (hparams.a + hparams.b) / 2 if any(n.startswith('lsgan') for n in d_weights) else 0.0
-  batch_sharding = NamedSharding(mesh, P('data'))
+  batch_sharding = parallel.batch_sharding(mesh)
   shard = lambda x: jax.lax.with_sharding_constraint(x, batch_sharding)
   # Mixed precision at the networks' boundary: parameters, optimizer state, BatchNorm
-  # statistics, losses and metrics stay float32; with model.compute_dtype='bfloat16' the
-  # layers compute in bfloat16, and gradients flow back through the cast.
-  compute = functools.partial(cast_floating, dtype=jnp.dtype(config.model.compute_dtype))
-  to_float32 = functools.partial(cast_floating, dtype=jnp.float32)
+  # statistics, losses and metrics stay in the state's dtype (float32); with
+  # model.compute_dtype='bfloat16' the layers compute in bfloat16, and gradients flow back
+  # through the cast. 'float32' casts nothing (so a float64 state stays float64 in tests).
+  compute = to_float32 = lambda tree: tree
+  if config.model.compute_dtype == 'bfloat16':
+    compute = functools.partial(cast_floating, dtype=jnp.bfloat16)
+    to_float32 = functools.partial(cast_floating, dtype=jnp.float32)
 
   def gather(device_data, pool, key, index, size):
     idx = device_data[pool][data.batch_indices(key, index, device_data[pool].shape[0], size)]
@@ -457,4 +460,6 @@ def evaluate(config: ConfigDict, workdir: str) -> str:
   if run.start_step == 0:
     raise ValueError(f'workdir={workdir!r} has no checkpoint to evaluate')
   scores = evaluation.Evaluator(config, run.generator, run.discriminator)(run.state)
-  return evaluation.save_eval(workdir, run.start_step, scores)
+  if parallel.is_primary():  # every process scores (one program over all devices), one writes
+    evaluation.save_eval(workdir, run.start_step, scores)
+  return os.path.join(workdir, 'eval.json')
