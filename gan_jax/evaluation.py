@@ -260,12 +260,14 @@ class Evaluator:
       return jnp.argmax(logits[:, :self.num_classes], -1)
     return classify
 
-  def __call__(self, state) -> dict[str, float]:
+  def __call__(self, state, seed: int | None = None) -> dict[str, float]:
+    """Scores of one run's state; `seed` (default config.seed) is the run's, for its sample noise."""
     metrics = {'classifier_test_accuracy': self.classifier.test_accuracy}
     if self.trains_generator:
       num = self.config.eval.num_samples
       labels = jnp.arange(num, dtype=jnp.int32) % self.num_classes  # balanced, for conditional G
-      key = jax.random.PRNGKey(self.config.seed + 2)  # fixed: successive evals differ only by G
+      seed = self.config.seed if seed is None else seed
+      key = jax.random.PRNGKey(seed + 2)  # fixed: successive evals differ only by G
       images = self._generate(state.g, key, labels)
       metrics.update(sample_metrics(self.classifier, self.real_features, images,
                                     np.asarray(labels) if self.conditional else None))
