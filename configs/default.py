@@ -8,6 +8,10 @@ from gan_jax import losses
 def base() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0
+  # K > 1 trains K independent G/D pairs, seeds seed .. seed+K-1, in one vmapped step: seed i
+  # is the run of seed+i (its own init, labeled subset, data order and noise). Metrics, grids
+  # and scores per seed and as mean ± std.
+  config.num_seeds = 1
 
   config.data = ml_collections.ConfigDict()
   config.data.name = 'mnist5k'  # embedded, offline; or 'mnist', 'fashion_mnist' from tfds

@@ -6,6 +6,7 @@ import shutil
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 
@@ -37,7 +38,8 @@ class Checkpointer:
     return self.manager.latest_step()
 
   def save(self, state: Any, meta: dict) -> None:
-    step = int(jax.device_get(state.step))
+    # A K-seed state holds one step per seed, all equal.
+    step = int(np.asarray(jax.device_get(state.step)).flat[0])
     if step in self.manager.all_steps():
       return
     self.manager.save(step, args=ocp.args.Composite(

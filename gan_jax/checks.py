@@ -20,6 +20,8 @@ RESUMABLE_CHANGES = frozenset({
     'train.max_checkpoints', 'train.on_nonfinite', 'train.max_rollbacks',
     'train.allow_config_change', 'train.steps_per_call', 'data.data_dir', 'eval.every',
     'eval.num_samples'})
+# Fields added since checkpoints were first written, with the value older checkpoints imply.
+ADDED_FIELDS = {'num_seeds': 1}
 
 
 def _choice_error(field: str, value: Any, choices) -> ValueError:
@@ -28,6 +30,9 @@ def _choice_error(field: str, value: Any, choices) -> ValueError:
 
 def check_config(config: ConfigDict) -> None:
   """Raises a one-line ValueError naming the first bad field, before anything is built."""
+  num_seeds = config.num_seeds
+  if not (isinstance(num_seeds, int) and not isinstance(num_seeds, bool) and num_seeds >= 1):
+    raise ValueError(f'num_seeds={num_seeds!r} must be an integer >= 1')
   if config.model.generator not in models.GENERATORS:
     raise _choice_error('model.generator', config.model.generator, models.GENERATORS)
   if config.model.discriminator not in models.DISCRIMINATORS:
@@ -119,7 +124,8 @@ def check_resumable(saved: Mapping, config: ConfigDict, workdir: str) -> None:
   """
   if config.train.allow_config_change:
     return
-  old, new = _flatten(saved), _flatten(json.loads(config.to_json_best_effort()))
+  old = {**ADDED_FIELDS, **_flatten(saved)}
+  new = {**ADDED_FIELDS, **_flatten(json.loads(config.to_json_best_effort()))}
   changed = sorted(k for k in old.keys() | new.keys()
                    if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
   if changed:

@@ -42,9 +42,9 @@ def _init_net(module: nn.Module, tx: optax.GradientTransformation, key: jax.Arra
 
 
 def create_state(config: ConfigDict, generator: nn.Module, discriminator: nn.Module,
-                 image_shape: tuple[int, int, int]) -> GANState:
-  """A fresh state from `config.seed`; jit or eval_shape it (it only traces shapes)."""
-  key = jax.random.PRNGKey(config.seed)
+                 image_shape: tuple[int, int, int], seed: int | jax.Array | None = None) -> GANState:
+  """A fresh state from `seed` (default `config.seed`); jit, vmap over seeds, or eval_shape it."""
+  key = jax.random.PRNGKey(config.seed if seed is None else seed)
   g_key, d_key = jax.random.split(jax.random.fold_in(key, 0))
   z = jnp.zeros((1, config.model.latent_dim), jnp.float32)
   labels = jnp.zeros((1,), jnp.int32)

@@ -3,7 +3,6 @@
 import contextlib
 import functools
 import json
-import math
 import os
 import signal
 import threading
@@ -25,6 +24,9 @@ from gan_jax.state import GANState, create_state
 
 # Independent random streams derived from the run's base key.
 _DATA_STREAM, _LABELED_STREAM, _STEP_STREAM = 1, 2, 3
+# With num_seeds > 1, device_data's axes over the seeds: each seed draws from its own pools
+# (its labeled subset is its own), the images and labels are shared.
+SEED_AXES = {'images': None, 'labels': None, 'real_indices': 0, 'labeled_indices': 0}
 
 
 def uses_labels(config: ConfigDict) -> bool:
@@ -64,7 +66,8 @@ def make_train_step(config: ConfigDict, generator: nn.Module, discriminator: nn.
                     mesh: Mesh) -> Callable[[GANState, dict], tuple[GANState, dict]]:
   """Returns `train_step(state, device_data) -> (state, metrics)`, to be jitted.
 
-  One call makes `train.d_steps` D updates then one G update. The fake batch of the
+  With `num_seeds` K > 1 it is vmapped over the K seeds: state, per-seed pools and metrics
+  carry a leading axis of size K. One call makes `train.d_steps` D updates then one G update. The fake batch of the
   last D update is reused for G's update (one G forward pass fewer, as in the PyTorch
   references); 'simultaneous' order scores it with D before that update.
   """
@@ -184,7 +187,24 @@ def make_train_step(config: ConfigDict, generator: nn.Module, discriminator: nn.
       metrics['d_acc_labeled'] = jnp.mean(jnp.argmax(labeled.logits[..., :-1], -1) == labeled.labels)
     return GANState(step=state.step + 1, rng=state.rng, g=g_state, d=d_state), metrics
 
-  return train_step
+  if config.num_seeds == 1:
+    return train_step
+  return jax.vmap(train_step, in_axes=(0, SEED_AXES))
+
+
+def seed_scalars(values: dict, num_seeds: int) -> dict[str, float]:
+  """Host floats of metrics to log. One seed: as they are. K seeds (values of shape [K]): each
+  metric's mean under its own name (curves and reports read as for one run), its standard
+  deviation over seeds as 'name/std' (ddof=1) and each seed's value as 'name/seed_i'."""
+  values = jax.device_get(values)
+  if num_seeds == 1:
+    return {k: float(v) for k, v in values.items()}
+  scalars = {}
+  for name, value in values.items():
+    value = np.asarray(value, np.float64)
+    scalars.update({name: float(value.mean()), f'{name}/std': float(value.std(ddof=1)),
+                    **{f'{name}/seed_{i}': float(v) for i, v in enumerate(value)}})
+  return scalars
 
 
 def make_sample_fn(generator: nn.Module) -> Callable:
@@ -207,6 +227,8 @@ class Run:
     checks.check_config(config)
     checks.check_workdir(workdir)
     self.config, self.workdir = config, workdir
+    self.num_seeds = config.num_seeds
+    self.seeds = [config.seed + i for i in range(self.num_seeds)]  # seed i is the run of seed+i
     images, labels = parallel.primary_first(
         lambda: data.load_split(config.data.name, 'train', config.data.data_dir or None), 'train data')
     images = data.pad_to(images, config.data.image_size)
@@ -224,31 +246,38 @@ class Run:
       if latest is not None:
         meta = self.checkpointer.restore_meta(latest)
         checks.check_resumable(meta['config'], config, workdir)
-        labeled = np.asarray(meta['labeled_indices'], np.int32)
+        labeled = np.asarray(meta['labeled_indices'], np.int32).reshape(self.num_seeds, -1)
         self.skipped_steps = list(meta.get('skipped_steps', []))
-      elif uses_labels(config):
-        labeled = data.labeled_subset(labels, config.data.num_labeled, self.num_classes, config.seed)
       else:
-        labeled = np.zeros((0,), np.int32)
+        labeled = np.stack([
+            data.labeled_subset(labels, config.data.num_labeled, self.num_classes, seed)
+            if uses_labels(config) else np.zeros((0,), np.int32) for seed in self.seeds])
       self._place_data_and_state(images, labels, labeled, latest)
     except BaseException:
       self.checkpointer.close()  # its threads must not outlive an error exit
       raise
 
   def _place_data_and_state(self, images, labels, labeled, latest) -> None:
-    """Puts the data on the device and builds, or restores, the state."""
+    """Puts the data on the device and builds, or restores, the state.
+
+    `labeled`: [num_seeds, L] indices. One seed keeps the unstacked layout of a plain run.
+    """
     config = self.config
+    real = np.stack([np.setdiff1d(np.arange(len(labels)), l) for l in labeled]).astype(np.int32)
+    pools = {'real_indices': real,
+             'labeled_indices': labeled if labeled.shape[1] else np.zeros((len(labeled), 1), np.int32)}
+    init = functools.partial(create_state, config, self.generator, self.discriminator, self.image_shape)
+    if self.num_seeds == 1:
+      labeled, pools = labeled[0], {k: v[0] for k, v in pools.items()}
+    else:  # one state per seed, stacked on a leading axis
+      init = lambda init=init: jax.vmap(init)(jnp.asarray(self.seeds, jnp.int32))
     self.labeled_indices = labeled
-    real = np.setdiff1d(np.arange(len(labels)), labeled).astype(np.int32)
     # The whole (small) dataset lives on the device; steps gather their batches there.
     self.device_data = parallel.put_replicated(
-        {'images': images, 'labels': labels.astype(np.int32), 'real_indices': real,
-         'labeled_indices': labeled if len(labeled) else np.zeros((1,), np.int32)}, self.replicated)
+        {'images': images, 'labels': labels.astype(np.int32), **pools}, self.replicated)
 
     self.sample = make_sample_fn(self.generator)
-    self.init_state = jax.jit(functools.partial(create_state, config, self.generator,
-                                                self.discriminator, self.image_shape),
-                              out_shardings=self.replicated)
+    self.init_state = jax.jit(init, out_shardings=self.replicated)
     self.state = self.init_state() if latest is None else self.restore(latest)
     self.start_step = latest or 0
 
@@ -263,20 +292,46 @@ class Run:
             'labeled_indices': self.labeled_indices.tolist(),
             'skipped_steps': self.skipped_steps}
 
-  @functools.cached_property
-  def grid_inputs(self) -> tuple[jax.Array, jax.Array]:
-    """The fixed noise and labels of every grid: num_classes rows of 10, row r for class r."""
-    cols = 10
-    z = jax.random.normal(jax.random.PRNGKey(self.config.seed),
-                          (self.num_classes * cols, self.config.model.latent_dim))
-    return z, jnp.repeat(jnp.arange(self.num_classes), cols)
+  _GRID_COLUMNS = 10
 
-  def save_samples(self, state: GANState, path: str, z: jax.Array | None = None) -> None:
-    """Writes a grid from the fixed noise, or from `z` (same shape) if given."""
+  def grid_noise(self, seed: int) -> jax.Array:
+    return jax.random.normal(jax.random.PRNGKey(seed),
+                             (self.num_classes * self._GRID_COLUMNS, self.config.model.latent_dim))
+
+  @functools.cached_property
+  def grid_inputs(self) -> tuple[list[jax.Array], jax.Array]:
+    """Each seed's fixed grid noise (from its seed) and the labels: num_classes rows of 10, row r
+    for class r."""
+    return ([self.grid_noise(seed) for seed in self.seeds],
+            jnp.repeat(jnp.arange(self.num_classes), self._GRID_COLUMNS))
+
+  def seed_states(self, state: GANState) -> list[GANState]:
+    """The state of each seed: `state` itself for one seed, else its slices on the seed axis."""
+    if self.num_seeds == 1:
+      return [state]
+    return [jax.tree.map(lambda x, i=i: x[i], state) for i in range(self.num_seeds)]
+
+  def seed_path(self, path: str, seed_index: int | str) -> str:
+    """Where seed `seed_index` writes the file `path`: dir/seed_i/name in a K-seed run."""
+    if self.num_seeds == 1:
+      return path
+    return os.path.join(os.path.dirname(path), f'seed_{seed_index}', os.path.basename(path))
+
+  def save_samples(self, state: GANState, path: str, fresh: bool = False) -> None:
+    """Writes each seed's grid from its fixed noise, or from fresh noise."""
     fixed_z, labels = self.grid_inputs
-    images = self.sample(state.g, fixed_z if z is None else z, labels)  # on every process: it is SPMD
-    if parallel.is_primary():
-      save_image_grid(np.asarray(jax.device_get(images)), self.num_classes, path)
+    for i, seed_state in enumerate(self.seed_states(state)):
+      z = self.grid_noise(self.seeds[i] + 1) if fresh else fixed_z[i]
+      images = self.sample(seed_state.g, z, labels)  # on every process: it is SPMD
+      if parallel.is_primary():
+        save_image_grid(np.asarray(jax.device_get(images)), self.num_classes, self.seed_path(path, i))
+
+  def score(self, evaluator: evaluation.Evaluator, state: GANState) -> dict[str, float]:
+    """The evaluator's scores of each seed: as they are for one seed, else as `seed_scalars`."""
+    scores = [evaluator(s, seed) for seed, s in zip(self.seeds, self.seed_states(state))]
+    if self.num_seeds == 1:
+      return scores[0]
+    return seed_scalars({k: np.array([s[k] for s in scores]) for k in scores[0]}, self.num_seeds)
 
 
 class NonFiniteError(FloatingPointError):
@@ -301,7 +356,8 @@ def make_guarded_step(train_step: Callable) -> Callable:
     state, metrics = train_step(state, device_data)
     finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(metrics)]))
     first = (watch['step'] < 0) & ~finite
-    watch = {'step': jnp.where(first, state.step, watch['step']),
+    step = jnp.max(state.step)  # a K-seed state holds K equal steps
+    watch = {'step': jnp.where(first, step, watch['step']),
              'metrics': jax.tree.map(lambda old, new: jnp.where(first, new, old), watch['metrics'], metrics)}
     return state, metrics, watch
   return guarded
@@ -380,8 +436,11 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, float]:
     bad_step = int(watch['step'])
     if bad_step < 0:
       return False
-    bad = {k: float(v) for k, v in jax.device_get(watch['metrics']).items() if not math.isfinite(float(v))}
-    terms = ', '.join(f'{k}={v}' for k, v in bad.items())
+    # Each non-finite value by name, and by seed in a K-seed run (named as in metrics.jsonl).
+    values = {k: np.atleast_1d(v) for k, v in jax.device_get(watch['metrics']).items()}
+    name = (lambda k, i: k) if run.num_seeds == 1 else (lambda k, i: f'{k}/seed_{i}')
+    terms = ', '.join(f'{name(k, i)}={float(v[i])}' for k, v in values.items()
+                      for i in np.flatnonzero(~np.isfinite(v)))
     good = run.checkpointer.latest_step()
     rollbacks = len(run.skipped_steps)  # over the whole run: the checkpoint keeps the list
     if tc.on_nonfinite != 'rollback' or rollbacks >= tc.max_rollbacks:
@@ -415,7 +474,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, float]:
         if (step % tc.log_every == 0 or final) and step not in run.skipped_steps:
           if check_finite():
             continue
-          last = {k: float(v) for k, v in jax.device_get(metrics).items()}
+          last = seed_scalars(metrics, run.num_seeds)
           writer.write(step, last)
           progress.set_postfix({k: f'{last[k]:.3f}' for k in ('d_loss', 'g_loss') if k in last})
         if step % tc.sample_every == 0 or final:
@@ -427,7 +486,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, float]:
         if evaluator and (step % config.eval.every == 0 or final):
           if check_finite():
             continue
-          scores = evaluator(state)
+          scores = run.score(evaluator, state)
           writer.write(step, {f'eval/{k}': v for k, v in scores.items()})
           if primary:
             evaluation.save_eval(workdir, step, scores)
@@ -442,15 +501,15 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, float]:
 
 
 def sample(config: ConfigDict, workdir: str) -> str:
-  """Writes a grid from the latest checkpoint in `workdir` (fresh noise); returns its path."""
+  """Writes a grid per seed from the latest checkpoint in `workdir` (fresh noise); returns its
+  path (a `seed_*` pattern for a K-seed run)."""
   run = Run(config, workdir)
   run.checkpointer.close()
   if run.start_step == 0:
     raise ValueError(f'workdir={workdir!r} has no checkpoint to sample from')
   path = os.path.join(workdir, 'samples', f'sample_step_{run.start_step:06d}.png')
-  fresh_z = jax.random.normal(jax.random.PRNGKey(config.seed + 1), run.grid_inputs[0].shape)
-  run.save_samples(run.state, path, fresh_z)
-  return path
+  run.save_samples(run.state, path, fresh=True)
+  return run.seed_path(path, '*')
 
 
 def evaluate(config: ConfigDict, workdir: str) -> str:
@@ -459,7 +518,7 @@ def evaluate(config: ConfigDict, workdir: str) -> str:
   run.checkpointer.close()
   if run.start_step == 0:
     raise ValueError(f'workdir={workdir!r} has no checkpoint to evaluate')
-  scores = evaluation.Evaluator(config, run.generator, run.discriminator)(run.state)
+  scores = run.score(evaluation.Evaluator(config, run.generator, run.discriminator), run.state)
   if parallel.is_primary():  # every process scores (one program over all devices), one writes
     evaluation.save_eval(workdir, run.start_step, scores)
   return os.path.join(workdir, 'eval.json')
