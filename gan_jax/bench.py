@@ -6,8 +6,13 @@ device, fresh state from `config.seed`, the guarded step jitted with donation), 
   compile      tracing+lowering and XLA compilation, apart from the timed steps
   steps/s      median, min and max over `trials` trials after a warm-up; a trial runs
                `steps_per_trial` steps back to back and syncs with the device once, at its end
-  images/s     real images consumed per second: steps/s × data.batch_size × train.d_steps
-               (SGAN's extra labeled batch, drawn from the small labeled subset, is not counted)
+  images/s     real images consumed per second: steps/s × data.batch_size × train.d_steps ×
+               num_seeds (SGAN's extra labeled batch, drawn from the small labeled subset, is
+               not counted)
+  seeds        with num_seeds=K > 1, the single-seed step of the same config is timed too, its
+               trials alternating with the K-seed step's, so that both see the same load. K
+               single-seed runs one after another consume images at the single-seed rate, so
+               the ratio of images/s is the K-seed run's speed-up over running its seeds in turn
   GFLOP/s      XLA's cost analysis of the compiled step (FLOPs per step) × median steps/s
   roofline     the best GFLOP/s of a large f32 matmul on the same device in the same run, and
                the step's share of it
@@ -66,7 +71,7 @@ class StepBench:
       run = train.Run(config, scratch)
       run.checkpointer.close()
     self.config = config
-    self.images_per_step = config.data.batch_size * config.train.d_steps
+    self.images_per_step = config.data.batch_size * config.train.d_steps * config.num_seeds
     self.device_data = run.device_data
     train_step = train.make_train_step(config, run.generator, run.discriminator, run.mesh)
     self.steps_per_call = config.train.steps_per_call
@@ -142,18 +147,31 @@ def machine() -> dict:
           'xla_flags': os.environ.get('XLA_FLAGS', ''), 'load_average': os.getloadavg()}
 
 
+def single_seed(config: ConfigDict) -> ConfigDict:
+  """`config` with num_seeds=1: one of the runs that a K-seed run puts in one step."""
+  single = config.copy_and_resolve_references()
+  single.num_seeds = 1
+  return single
+
+
 def run(config: ConfigDict, workdir: str) -> str:
   """Times the step of `config`, prints a table, writes workdir/bench.json; returns its path."""
   options = bench_options(config)
   checks.check_workdir(workdir)
   load_before = os.getloadavg()
-  step = StepBench(config)
+  benches = [StepBench(config)]
+  if config.num_seeds > 1:
+    benches.append(StepBench(single_seed(config)))
 
-  per_call = step.steps_per_call
-  warmup = [step.time_steps(per_call) / per_call for _ in range(options['warmup_steps'])]
-  steps = options['steps_per_trial'] or round(options['trial_seconds'] / min(warmup))
-  steps = max(1, round(steps / per_call)) * per_call  # whole calls
-  seconds = [step.time_steps(steps) for _ in range(options['trials'])]
+  per_call = benches[0].steps_per_call
+  warmups, sizes = [], []
+  for bench in benches:
+    warmups.append([bench.time_steps(per_call) / per_call for _ in range(options['warmup_steps'])])
+    steps = options['steps_per_trial'] or round(options['trial_seconds'] / min(warmups[-1]))
+    sizes.append(max(1, round(steps / per_call)) * per_call)  # whole calls
+  # One trial of each step in turn: a change of the machine's load hits both alike.
+  trials = [[bench.time_steps(n) for bench, n in zip(benches, sizes)] for _ in range(options['trials'])]
+  step, warmup, steps, seconds = benches[0], warmups[0], sizes[0], [t[0] for t in trials]
   steps_per_s = [steps / s for s in seconds]
   roofline = roofline_gflops(options['roofline_size'])
 
@@ -162,7 +180,7 @@ def run(config: ConfigDict, workdir: str) -> str:
   result = {
       'config': {'generator': config.model.generator, 'discriminator': config.model.discriminator,
                  'batch_size': config.data.batch_size, 'd_steps': config.train.d_steps,
-                 'image_size': config.data.image_size},
+                 'image_size': config.data.image_size, 'num_seeds': config.num_seeds},
       'steps_per_call': per_call,
       'lower_seconds': step.lower_seconds, 'compile_seconds': step.compile_seconds,
       'warmup_step_seconds': warmup,
@@ -176,6 +194,13 @@ def run(config: ConfigDict, workdir: str) -> str:
                    'fraction': gflops / roofline},
       'machine': {**machine(), 'load_average_before': load_before},
   }
+  if len(benches) > 1:
+    single = benches[1]
+    single_images_per_s = [sizes[1] / t[1] * single.images_per_step for t in trials]
+    result['single_seed'] = {
+        'compile_seconds': single.compile_seconds, 'steps_per_trial': sizes[1],
+        'trial_seconds': [t[1] for t in trials], 'images_per_s': spread(single_images_per_s),
+        'speedup': result['images_per_s']['median'] / statistics.median(single_images_per_s)}
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, 'bench.json')
   with open(path, 'w') as f:
@@ -190,7 +215,7 @@ def format_table(result: dict) -> str:
   fmt = lambda s, f: f'{s["median"]:{f}}  [{s["min"]:{f}} .. {s["max"]:{f}}]'
   rows = [
       ('system', f'G={c["generator"]} D={c["discriminator"]} batch={c["batch_size"]} '
-                 f'd_steps={c["d_steps"]} image={c["image_size"]}'),
+                 f'd_steps={c["d_steps"]} image={c["image_size"]} seeds={c["num_seeds"]}'),
       ('device', f'{m["backend"]} {m["device_kind"]} x{m["device_count"]} ({m["cpu"]}, '
                  f'{m["cpu_count"]} CPUs, load {m["load_average"][0]:.2f})'),
       ('compile', f'lower {result["lower_seconds"]:.2f} s, '
@@ -204,5 +229,11 @@ def format_table(result: dict) -> str:
       ('roofline', f'{roof["gflops_per_s"]:.1f} GFLOP/s ({roof["matmul_size"]}^2 f32 matmul), '
                    f'step at {100 * roof["fraction"]:.1f}%'),
   ]
+  if 'single_seed' in result:
+    single = result['single_seed']
+    rows += [('1 seed', f'{fmt(single["images_per_s"], ".0f")} images/s (trials alternating with '
+                        f'the {c["num_seeds"]}-seed step\'s)'),
+             ('seeds', f'{c["num_seeds"]} seeds in one step: {single["speedup"]:.2f}x the images/s '
+                       f'of {c["num_seeds"]} single-seed runs in turn')]
   width = max(len(k) for k, _ in rows)
   return '\n'.join(f'{k:<{width}}  {v}' for k, v in rows)

@@ -90,3 +90,20 @@ def test_launch_bench_mode_reports_bad_workdir_in_one_line(tmp_path):
   assert result.returncode == 2
   assert result.stderr.strip().splitlines() == [
       f'error: workdir={str(workdir)!r} is a file, not a directory']
+
+
+def test_k_seed_bench_times_the_single_seed_step_beside_it(tmp_path, capsys):
+  config = load_config('gan')
+  config.num_seeds = 2
+  config.bench = QUICK
+  result = json.loads(open(bench.run(config, str(tmp_path))).read())
+
+  assert result['config']['num_seeds'] == 2
+  assert result['images_per_step'] == 2 * config.data.batch_size  # both seeds' batches
+  single = result['single_seed']
+  assert len(single['trial_seconds']) == result['trials'] == 5
+  assert positive(single['compile_seconds']) and positive(single['speedup'])
+  assert single['speedup'] == pytest.approx(
+      result['images_per_s']['median'] / single['images_per_s']['median'])
+  out = capsys.readouterr().out
+  assert '2 seeds in one step' in out and '1 seed' in out
