@@ -152,7 +152,8 @@ def load_classifier(dataset: str, data_dir: str | None = None) -> EvalClassifier
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
   """‖μa − μb‖² + Tr(Σa + Σb − 2(Σa Σb)^½) of Gaussians fit to the two feature sets."""
   a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-  cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+  # atleast_2d: np.cov of one feature is a scalar.
+  cov_a, cov_b = (np.atleast_2d(np.cov(x, rowvar=False)) for x in (a, b))
   # Tr((Σa Σb)^½) = Σ √λ of the symmetric Σa^½ Σb Σa^½: eigh is stable where sqrtm is not.
   values, vectors = np.linalg.eigh(cov_a)
   root_a = (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
@@ -183,7 +184,11 @@ def _pairwise_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[float, float]:
-  """Kynkäänniemi et al. 2019: the share of each set inside the other's k-NN balls."""
+  """Kynkäänniemi et al. 2019: the share of each set inside the other's k-NN balls.
+
+  Not 1 for two real sets: on the eval classifier's features, 1,000 train images against the
+  1,000 test images score 0.87-0.88 and 0.85-0.92 at k=3 (tests/test_evaluation.py).
+  """
   real, fake = np.asarray(real, np.float64), np.asarray(fake, np.float64)
 
   def coverage_of(manifold, queries):

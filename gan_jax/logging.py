@@ -120,8 +120,10 @@ def plot_curves(rows: list[dict], path: str) -> None:
 METRIC_NOTES = {
     'fid_classifier': "Fréchet distance on the eval classifier's features (not Inception FID); lower is better",
     'kid_classifier': 'kernel (MMD²) distance on the same features; lower is better',
-    'precision': 'share of samples inside the k=3 NN balls of the real test features',
-    'recall': 'share of real test images inside the k=3 NN balls of the samples',
+    'precision': 'share of samples inside the k=3 NN balls of the real test features; 1,000 real '
+                 'train images score 0.87-0.88',
+    'recall': 'share of real test images inside the k=3 NN balls of the samples; 0.85-0.92 for '
+              '1,000 real train images',
     'class_coverage': 'classes given at least half their fair share of the samples',
     'class_entropy': 'entropy (nats) of the predicted classes of the samples; log 10 = 2.303 is uniform',
     'conditional_accuracy': 'share of G(z, y) that the classifier labels y',
