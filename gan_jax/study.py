@@ -1,0 +1,186 @@
+"""The SGAN label-budget study: SGAN against its supervised baseline over budgets and seeds.
+
+  python -m gan_jax.study --budgets=20,50,100,1000 --seeds=3 --out=workdirs/study
+
+For each budget and seed, trains configs/sgan.py and configs/sgan_baseline.py with
+data.num_labeled=budget and seed=seed in OUT/<system>_n<budget>_s<seed> (a seed picks
+both the initialisation and the labeled subset, the same one for both systems), then
+writes OUT/study.md (mean ± std of D's test accuracy), OUT/study.png and OUT/study.json.
+Runs whose eval.json is at their final step are skipped, so a stopped study resumes.
+"""
+
+import importlib
+import io
+import json
+import os
+import sys
+import time
+
+import numpy as np
+from absl import app, flags, logging
+
+from gan_jax import data, train
+from gan_jax.logging import atomic_write_bytes
+
+SYSTEMS = ('sgan', 'sgan_baseline')
+
+_BUDGETS = flags.DEFINE_list('budgets', ['20', '50', '100', '1000'],
+                             'Label budgets: multiples of the number of classes.')
+_SEEDS = flags.DEFINE_integer('seeds', 3, 'Seeds 0 .. seeds-1 per budget and system.')
+_OUT = flags.DEFINE_string('out', 'workdirs/study', 'Where the runs, table and plot go.')
+_STEPS = flags.DEFINE_integer('steps', 0, 'Overrides train.num_steps of both configs; 0 = theirs.')
+_VARIANT = flags.DEFINE_string('config_variant', '', 'Config argument, e.g. "smoke".')
+
+
+def run_config(system: str, budget: int, seed: int, variant: str = '', steps: int = 0):
+  """configs/<system>.py[:variant] at this label budget and seed."""
+  config = importlib.import_module(f'configs.{system}').get_config(variant or None)
+  config.data.num_labeled = budget
+  config.seed = seed
+  if steps:
+    config.train.num_steps = steps
+  if not config.eval.every:
+    # The study needs the final scores: computed in the training run, not by restoring it after.
+    config.eval.every = config.train.num_steps
+  return config
+
+
+def read_eval(workdir: str) -> dict | None:
+  path = os.path.join(workdir, 'eval.json')
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def check_budgets(budgets, seeds: int, variant: str) -> None:
+  """Every budget fits the data, checked before hours of training (a one-line ValueError)."""
+  if seeds < 1:
+    raise ValueError(f'seeds={seeds} must be >= 1')
+  config = run_config(SYSTEMS[0], budgets[0], 0, variant)
+  _, labels = data.load_split(config.data.name, 'train', config.data.data_dir or None)
+  for budget in budgets:
+    for seed in range(seeds):
+      data.labeled_subset(labels, budget, data.DATASETS[config.data.name], seed)
+
+
+def run_one(config, workdir: str) -> tuple[dict, float | None]:
+  """Trains and evaluates one run unless done; returns its eval.json and the seconds it took."""
+  scores = read_eval(workdir)
+  if scores and scores['step'] == config.train.num_steps:
+    return scores, None
+  start = time.time()
+  train.train_and_evaluate(config, workdir)  # resumes from a checkpoint if there is one
+  scores = read_eval(workdir)
+  if not scores or scores['step'] != config.train.num_steps:
+    # The run had finished training before, but not its evaluation.
+    train.evaluate(config, workdir)
+    scores = read_eval(workdir)
+  return scores, time.time() - start
+
+
+def summarize(results: list[dict], budgets) -> list[dict]:
+  """Per budget: mean and std (over seeds, ddof=1) of each system's accuracy, and SGAN's gain."""
+  rows = []
+  for budget in budgets:
+    row = {'budget': budget}
+    for system in SYSTEMS:
+      accuracies = [r['d_test_accuracy'] for r in results if r['budget'] == budget and r['system'] == system]
+      row[f'{system}_mean'] = float(np.mean(accuracies))
+      row[f'{system}_std'] = float(np.std(accuracies, ddof=1)) if len(accuracies) > 1 else 0.0
+      row[f'{system}_n'] = len(accuracies)
+    row['gain'] = row['sgan_mean'] - row['sgan_baseline_mean']
+    rows.append(row)
+  return rows
+
+
+def command(budgets, seeds: int, out: str, steps: int, variant: str) -> str:
+  """The command line that makes (or resumes) this study."""
+  args = [f'--budgets={",".join(map(str, budgets))}', f'--seeds={seeds}', f'--out={out}']
+  if steps:
+    args.append(f'--steps={steps}')
+  if variant:
+    args.append(f'--config_variant={variant}')
+  return ' '.join(['python -m gan_jax.study', *args])
+
+
+def markdown_table(rows: list[dict], dataset: str, num_steps: int, command_line: str) -> str:
+  percent = lambda row, system: f'{100 * row[f"{system}_mean"]:.2f} ± {100 * row[f"{system}_std"]:.2f}'
+  lines = [f'# SGAN label-budget study ({dataset}, {num_steps} steps)', '',
+           f'`{command_line}`', '',
+           "Test accuracy (%) of D's class head on the test split, mean ± std over seeds "
+           '(sample std); gain = SGAN − baseline, in points.', '',
+           '| labels | seeds | SGAN | baseline | gain |', '|---|---|---|---|---|']
+  lines += [f'| {r["budget"]} | {r["sgan_n"]} | {percent(r, "sgan")} | {percent(r, "sgan_baseline")} '
+            f'| {100 * r["gain"]:+.2f} |' for r in rows]
+  return '\n'.join(lines) + '\n'
+
+
+def plot(rows: list[dict], path: str) -> None:
+  """Accuracy against the label budget (log x), error bars of one std."""
+  import matplotlib  # here, not at the top: slow to import
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt
+
+  figure, ax = plt.subplots(figsize=(5, 3.5))
+  budgets = [r['budget'] for r in rows]
+  for system, label in zip(SYSTEMS, ('SGAN', 'baseline (labels only)')):
+    ax.errorbar(budgets, [100 * r[f'{system}_mean'] for r in rows],
+                yerr=[100 * r[f'{system}_std'] for r in rows], marker='o', capsize=3, label=label)
+  ax.set(xscale='log', xlabel='labeled examples', ylabel='test accuracy (%)', xticks=budgets,
+         xticklabels=[str(b) for b in budgets])
+  ax.legend()
+  figure.tight_layout()
+  buffer = io.BytesIO()
+  figure.savefig(buffer, format='png', dpi=100)
+  plt.close(figure)
+  atomic_write_bytes(path, buffer.getvalue())
+
+
+def run_study(budgets, seeds: int, out: str, steps: int = 0, variant: str = '') -> list[dict]:
+  """Runs (or resumes) every run, then writes study.md, study.png and study.json; returns the table rows."""
+  budgets = sorted({int(b) for b in budgets})
+  check_budgets(budgets, seeds, variant)
+  os.makedirs(out, exist_ok=True)
+  results = []
+  for budget in budgets:
+    for seed in range(seeds):
+      for system in SYSTEMS:
+        name = f'{system}_n{budget}_s{seed}'
+        config = run_config(system, budget, seed, variant, steps)
+        scores, seconds = run_one(config, os.path.join(out, name))
+        done = 'done before' if seconds is None else f'{seconds:.0f} s'
+        print(f'{name}: d_test_accuracy {scores["d_test_accuracy"]:.4f} ({done})', flush=True)
+        results.append({'name': name, 'system': system, 'budget': budget, 'seed': seed,
+                        'd_test_accuracy': scores['d_test_accuracy'], 'step': scores['step'],
+                        'seconds': seconds})
+  rows = summarize(results, budgets)
+  command_line = command(budgets, seeds, out, steps, variant)
+  table = markdown_table(rows, config.data.name, config.train.num_steps, command_line)
+  atomic_write_bytes(os.path.join(out, 'study.md'), table.encode())
+  plot(rows, os.path.join(out, 'study.png'))
+  summary = {'command': command_line, 'dataset': config.data.name, 'num_steps': config.train.num_steps,
+             'config_variant': variant, 'seeds': seeds, 'rows': rows, 'runs': results}
+  atomic_write_bytes(os.path.join(out, 'study.json'), json.dumps(summary, indent=2).encode())
+  return rows
+
+
+def main(argv):
+  del argv
+  if not flags.FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.ERROR)  # orbax logs each file it writes
+  try:
+    budgets = [int(b) for b in _BUDGETS.value]
+  except ValueError:
+    raise app.UsageError(f'--budgets={",".join(_BUDGETS.value)}: integers expected') from None
+  try:
+    run_study(budgets, _SEEDS.value, _OUT.value, _STEPS.value, _VARIANT.value)
+  except ValueError as error:  # a bad budget, config or data dir: one line, as launch.py does
+    print(f'error: {error}', file=sys.stderr)
+    sys.exit(2)
+  with open(os.path.join(_OUT.value, 'study.md')) as f:
+    print(f.read())
+
+
+if __name__ == '__main__':
+  app.run(main)
