@@ -66,10 +66,11 @@ def make_train_step(config: ConfigDict, generator: nn.Module, discriminator: nn.
                     mesh: Mesh) -> Callable[[GANState, dict], tuple[GANState, dict]]:
   """Returns `train_step(state, device_data) -> (state, metrics)`, to be jitted.
 
-  With `num_seeds` K > 1 it is vmapped over the K seeds: state, per-seed pools and metrics
-  carry a leading axis of size K. One call makes `train.d_steps` D updates then one G update. The fake batch of the
+  One call makes `train.d_steps` D updates then one G update. The fake batch of the
   last D update is reused for G's update (one G forward pass fewer, as in the PyTorch
-  references); 'simultaneous' order scores it with D before that update.
+  references); 'simultaneous' order scores it with D before that update. With `num_seeds`
+  K > 1 the step is vmapped over the seeds: the state, the per-seed index pools (SEED_AXES)
+  and the metrics carry a leading axis of size K, and one compiled program trains all K.
   """
   d_weights, g_weights = dict(config.loss.d_terms), dict(config.loss.g_terms)
   d_needs = losses.outputs_needed(d_weights, losses.D_TERMS)
