@@ -42,3 +42,23 @@ def data_dir(tmp_path_factory):
   with pytest.MonkeyPatch.context() as patch:
     patch.setenv('TFDS_DATA_DIR', path)
     yield path
+
+
+@pytest.fixture(scope='session', autouse=True)
+def eval_cache(tmp_path_factory):
+  """A fresh eval-classifier cache for the session: tests never read or write ~/.cache/gan_jax."""
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setenv('GAN_JAX_CACHE', str(tmp_path_factory.mktemp('gan_jax_cache')))
+    yield
+
+
+@pytest.fixture(scope='session')
+def classifier(eval_cache):
+  """The mnist5k eval classifier, trained once per session into that cache."""
+  from gan_jax import evaluation
+  # Optimizations are off for fast compiles (above); this training runs 10x slower without them.
+  jax.config.update('jax_disable_most_optimizations', False)
+  try:
+    return evaluation.load_classifier('mnist5k')
+  finally:
+    jax.config.update('jax_disable_most_optimizations', True)

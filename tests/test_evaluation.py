@@ -19,22 +19,6 @@ from test_train import load_config, read_metrics
 
 SAMPLE_METRICS = {'fid_classifier', 'kid_classifier', 'precision', 'recall', 'class_coverage',
                   'class_entropy', 'classifier_test_accuracy'}
-_NO_OPT = 'jax_disable_most_optimizations'
-
-
-@pytest.fixture(scope='session')
-def classifier(tmp_path_factory):
-  """The mnist5k eval classifier, trained once per session; $GAN_JAX_CACHE stays on that cache."""
-  with pytest.MonkeyPatch.context() as patch:
-    patch.setenv('GAN_JAX_CACHE', str(tmp_path_factory.getbasetemp() / 'gan_jax_cache'))
-    # conftest turns XLA's optimizations off for fast compiles; this training runs 10× slower so.
-    previous = jax.config.values[_NO_OPT]
-    jax.config.update(_NO_OPT, False)
-    try:
-      trained = evaluation.load_classifier('mnist5k')
-    finally:
-      jax.config.update(_NO_OPT, previous)
-    yield trained
 
 
 @pytest.fixture(scope='module')

@@ -12,7 +12,6 @@ import pytest
 from PIL import Image
 
 from gan_jax import study, train
-from test_evaluation import classifier  # noqa: F401  (a fixture: the session's eval classifier)
 
 BUDGETS, SEEDS, STEPS = (10, 20), 2, 2
 
@@ -23,7 +22,7 @@ def run_names():
 
 
 @pytest.fixture(scope='module')
-def study_dir(classifier, tmp_path_factory):  # noqa: F811
+def study_dir(classifier, tmp_path_factory):
   out = tmp_path_factory.mktemp('study')
   study.run_study([20, 10], SEEDS, str(out), steps=STEPS, variant='smoke')
   return out
