@@ -20,6 +20,7 @@ def get_config(arg: str | None = None):
   config.train.num_steps = 20000
   config.train.sample_every = 5000
   config.train.checkpoint_every = 5000
+  config.eval.every = 5000  # an evaluation takes seconds: thousands of these 5-ms steps
   if 'smoke' in args:
     config = default.smoke(config)
   return config
