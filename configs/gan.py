@@ -1,8 +1,9 @@
 """Vanilla GAN (Goodfellow et al. 2014): MLP G and D, BCE with one-sided label smoothing (0.9).
 
 Run:   python launch.py --config=configs/gan.py
-       20,000 steps at batch 64: 1.5 min on a 2-core CPU (222 steps/s). The last grid
-       shows recognizable digits of every class, speckled, as a 128-unit MLP gives.
+       20,000 steps at batch 64: 1.5 min on a 2-core CPU (222 steps/s), before
+       evaluations. FID (classifier) 78.1, 7 of 10 classes covered; the last grid shows
+       recognizable digits, speckled, as a 128-unit MLP gives.
 Smoke: python launch.py --config=configs/gan.py:smoke --workdir=$(mktemp -d)
 """
 

@@ -1,9 +1,10 @@
 """Semi-Supervised GAN (Odena 2016): D is an N+1-way classifier, class N = fake.
 
 Run:   python launch.py --config=configs/sgan.py
-       2,000 steps at batch 64: 24.5 min on a 2-core CPU shared with the test suite
-       (2.2 steps/s alone). The last grid shows mostly recognizable digits of all
-       classes, some with broken strokes.
+       2,000 steps at batch 64: 28.8 min on a 2-core CPU shared with other runs (the
+       step alone: 3.8 steps/s). Seed 0 ends with D's test accuracy at 91.4% (its
+       labels-only baseline, configs/sgan_baseline.py: 68.4%), FID (classifier) 21.3;
+       the last grid shows mostly recognizable digits, some with broken strokes.
 Smoke: python launch.py --config=configs/sgan.py:smoke --workdir=$(mktemp -d)
 
 Only `data.num_labeled` (default 100, 10 per class, seeded) training labels are used; the
