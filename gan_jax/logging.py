@@ -109,6 +109,12 @@ def plot_curves(rows: list[dict], path: str) -> None:
       ax.plot(*zip(*points), label=key, marker='o' if key.startswith('eval/') else None)
     ax.set(title=title, xlabel='step')
     ax.legend()
+  save_figure(figure, path)
+
+
+def save_figure(figure, path: str) -> None:
+  """A matplotlib figure as a PNG, written atomically, then closed."""
+  from matplotlib import pyplot as plt
   figure.tight_layout()
   buffer = io.BytesIO()
   figure.savefig(buffer, format='png', dpi=100)

@@ -10,7 +10,6 @@ Runs whose eval.json is at their final step are skipped, so a stopped study resu
 """
 
 import importlib
-import io
 import json
 import os
 import sys
@@ -20,7 +19,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from gan_jax import data, train
-from gan_jax.logging import atomic_write_bytes
+from gan_jax.logging import atomic_write_bytes, save_figure
 
 SYSTEMS = ('sgan', 'sgan_baseline')
 
@@ -130,11 +129,7 @@ def plot(rows: list[dict], path: str) -> None:
   ax.set(xscale='log', xlabel='labeled examples', ylabel='test accuracy (%)', xticks=budgets,
          xticklabels=[str(b) for b in budgets])
   ax.legend()
-  figure.tight_layout()
-  buffer = io.BytesIO()
-  figure.savefig(buffer, format='png', dpi=100)
-  plt.close(figure)
-  atomic_write_bytes(path, buffer.getvalue())
+  save_figure(figure, path)
 
 
 def run_study(budgets, seeds: int, out: str, steps: int = 0, variant: str = '') -> list[dict]:

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from gan_jax import checks, data, evaluation, train
-from test_train import load_config, read_metrics
+from test_train import load_config, read_metrics, straight_and_interrupted_runs
 
 
 def _leaves(state) -> dict:
@@ -110,22 +110,7 @@ def test_k_seed_run_resumes_exactly_with_every_seeds_labeled_subset(tmp_path):
   config = load_config('sgan')
   config.num_seeds = 2
   config.train.sample_every = 1000  # no grids: they only cost time here
-  straight = tmp_path / 'straight'
-  train.train_and_evaluate(config, str(straight))
-
-  interrupted = tmp_path / 'interrupted'
-  original_write = train.MetricWriter.write
-
-  def write_then_interrupt(self, step, scalars):
-    original_write(self, step, scalars)
-    if step == 4:  # after the checkpoint of step 2, before the one of step 4
-      raise KeyboardInterrupt
-
-  with mock.patch.object(train.MetricWriter, 'write', write_then_interrupt), \
-      pytest.raises(KeyboardInterrupt):
-    train.train_and_evaluate(config, str(interrupted))
-  assert sorted(os.listdir(interrupted / 'checkpoints')) == ['2']
-  train.train_and_evaluate(config, str(interrupted))
+  straight, interrupted = straight_and_interrupted_runs(config, tmp_path)
 
   resumed = train.Run(config, str(interrupted))
   resumed.checkpointer.close()

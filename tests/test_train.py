@@ -105,8 +105,9 @@ def test_sgan_uses_only_the_label_budget(tmp_path):
   assert len(real) + len(labeled) == 4000 and not set(real) & set(labeled)
 
 
-def test_interrupted_run_resumes_from_last_checkpoint(tmp_path):
-  config = load_config('sgan')
+def straight_and_interrupted_runs(config, tmp_path):
+  """Trains `config` straight, and again with a crash between the checkpoints of steps 2 and 4
+  followed by a resume; returns the two workdirs."""
   straight = tmp_path / 'straight'
   train.train_and_evaluate(config, str(straight))
 
@@ -124,6 +125,12 @@ def test_interrupted_run_resumes_from_last_checkpoint(tmp_path):
   assert sorted(os.listdir(interrupted / 'checkpoints')) == ['2']
 
   train.train_and_evaluate(config, str(interrupted))
+  return straight, interrupted
+
+
+def test_interrupted_run_resumes_from_last_checkpoint(tmp_path):
+  config = load_config('sgan')
+  straight, interrupted = straight_and_interrupted_runs(config, tmp_path)
   # The resumed run wrote step 4 once more, and only once.
   assert [r['step'] for r in read_metrics(interrupted)] == [2, 4]
   chex.assert_trees_all_equal(final_params(interrupted, config), final_params(straight, config))
