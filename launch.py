@@ -19,8 +19,8 @@ _CONFIG = config_flags.DEFINE_config_file('config', None, 'A configs/*.py file, 
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where the run writes; default workdirs/<config>.')
 _MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'sample', 'bench'],
-                              'train (or resume); eval or sample the latest checkpoint; '
-                              'bench: time the step, write bench.json.')
+                          'train (or resume); eval or sample the latest checkpoint; '
+                          'bench: time the step, write bench.json.')
 _COORDINATOR = flags.DEFINE_string('coordinator_address', None,
                                    'host:port of process 0, for a run over several processes.')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes of a multi-process run.')

@@ -9,6 +9,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from gan_jax import parallel
+
 
 class Checkpointer:
   """Saves `state` (StandardSave) and `meta` (JSON: config, labeled-subset indices) per step.
@@ -29,7 +31,7 @@ class Checkpointer:
 
   def remove_unfinished(self) -> None:
     """Deletes the temporary directories of saves that a killed process left unfinished."""
-    if jax.process_index() != 0:  # as orbax, whose primary host (process 0) alone creates them
+    if not parallel.is_primary():  # as orbax, whose primary host (process 0) alone creates them
       return
     for path in glob.glob(os.path.join(glob.escape(self.directory), '*.orbax-checkpoint-tmp*')):
       shutil.rmtree(path, ignore_errors=True)
