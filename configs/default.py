@@ -25,6 +25,10 @@ def base() -> ml_collections.ConfigDict:
   config.model.generator = 'dcgan'
   config.model.discriminator = 'dcgan'
   config.model.latent_dim = 100
+  # Constructor arguments of the two networks, e.g. {'hidden': 256} for the MLPs or
+  # {'dropout': 0.0} for a D; an unknown name is an error listing the model's fields.
+  config.model.g_kwargs = {}
+  config.model.d_kwargs = {}
   # 'bfloat16': the training step's layers compute in bfloat16 (for GPUs and TPUs); parameters,
   # optimizer state, BatchNorm statistics and losses stay float32. Sampling and evaluation
   # run in float32.

@@ -7,7 +7,7 @@ accuracies (`d_test_accuracy` in eval.json) is what the unlabeled data and G bri
 
 Run:   python launch.py --config=configs/sgan_baseline.py
 Smoke: python launch.py --config=configs/sgan_baseline.py:smoke --workdir=$(mktemp -d)
-Study: python -m gan_jax.study --budgets=20,50,100,1000 --seeds=3 --out=workdirs/study
+Study: python study.py --budgets=20,50,100,1000 --seeds=3 --out=workdirs/study
        (SGAN and this baseline at each label budget and seed; table and plot)
 
 Its sample grids show G at initialisation: noise, by design.

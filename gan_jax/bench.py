@@ -1,7 +1,7 @@
 """Step-throughput benchmark: `python launch.py --config=configs/sgan.py --mode=bench`.
 
-Times the training step exactly as `train_and_evaluate` builds it (same models, data on the
-device, fresh state from `config.seed`, the guarded step jitted with donation), and reports:
+Times the training step exactly as `train_and_evaluate` runs it (`step.build_step` on the same
+models, data on the device and fresh state from `config.seed`), and reports:
 
   compile      tracing+lowering and XLA compilation, apart from the timed steps
   steps/s      median, min and max over `trials` trials after a warm-up; a trial runs
@@ -34,7 +34,9 @@ import jax
 import jax.numpy as jnp
 from ml_collections import ConfigDict
 
-from gan_jax import checks, train
+from gan_jax import checks
+from gan_jax.run import Run
+from gan_jax.step import build_step
 
 DEFAULTS = {'trials': 7, 'warmup_steps': 3, 'trial_seconds': 2.0, 'steps_per_trial': 0,
             'roofline_size': 2048}
@@ -62,34 +64,32 @@ def bench_options(config: ConfigDict) -> dict:
 class StepBench:
   """The training step of `config`, compiled and ready to time on a fresh state.
 
-  `train.Run` is built in an empty scratch directory: a workdir's training checkpoints are
+  `Run` is built in an empty scratch directory: a workdir's training checkpoints are
   never read, so the state is always the fresh one of `config.seed`, and nothing is written.
   """
 
   def __init__(self, config: ConfigDict):
     with tempfile.TemporaryDirectory(prefix='gan_jax_bench_') as scratch:
-      run = train.Run(config, scratch)
+      run = Run(config, scratch)
       run.checkpointer.close()
     self.config = config
-    self.images_per_step = config.data.batch_size * config.train.d_steps * config.num_seeds
+    self.images_per_step = config.data.batch_size * config.train.d_steps * run.seeds.count
     self.device_data = run.device_data
-    train_step = train.make_train_step(config, run.generator, run.discriminator, run.mesh)
-    self.steps_per_call = config.train.steps_per_call
-    step_fn = train.make_step_fn(train_step, self.steps_per_call)
-    metrics_shape = jax.eval_shape(train_step, run.state, run.device_data)[1]
-    self.watch = jax.device_put(train._fresh_watch(metrics_shape), run.replicated)
+    step_fn = build_step(config, run.generator, run.discriminator, run.mesh, run.seeds)
+    self.steps_per_call = step_fn.steps_per_call
+    self.watch = step_fn.new_watch(run.state, run.device_data)
     self.state = run.state
 
     start = time.perf_counter()
-    lowered = step_fn.lower(self.state, self.device_data, self.watch)
+    lowered = step_fn.calls[self.steps_per_call].lower(self.state, self.device_data, self.watch)
     self.lower_seconds = time.perf_counter() - start
     start = time.perf_counter()
     self.compiled = lowered.compile()
     self.compile_seconds = time.perf_counter() - start
     # XLA's cost analysis counts a loop's body once, whatever its trip count: FLOPs per step
     # come from the program of one step.
-    one_step = self.compiled if self.steps_per_call == 1 else train.make_step_fn(
-        train_step, 1).lower(self.state, self.device_data, self.watch).compile()
+    one_step = self.compiled if self.steps_per_call == 1 else step_fn.calls[1].lower(
+        self.state, self.device_data, self.watch).compile()
     self.flops_per_step = compiled_flops(one_step)
 
   def time_steps(self, num_steps: int) -> float:

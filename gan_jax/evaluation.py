@@ -19,8 +19,9 @@ import numpy as np
 import optax
 from ml_collections import ConfigDict
 
-from gan_jax import data, models
+from gan_jax import data, losses, models
 from gan_jax.logging import atomic_write_bytes, write_report
+from gan_jax.state import apply_inference
 
 # Part of the cache key: change it whenever the classifier or its training changes.
 CLASSIFIER_VERSION = 1
@@ -233,7 +234,8 @@ def sample_metrics(classifier: EvalClassifier, real_features: np.ndarray, images
 class Evaluator:
   """Scores a GANState of one config: sample metrics of G, and D's class head for SGAN."""
 
-  def __init__(self, config: ConfigDict, generator: nn.Module, discriminator: nn.Module):
+  def __init__(self, config: ConfigDict, generator: nn.Module, discriminator: nn.Module,
+               objective: losses.Objective):
     self.config, self.generator, self.discriminator = config, generator, discriminator
     data_dir = config.data.data_dir or None
     self.classifier = load_classifier(config.data.name, data_dir)
@@ -242,16 +244,15 @@ class Evaluator:
     self.test_images = data.to_unit_range(data.pad_to(test_images, config.data.image_size))
     self.real_features = self.classifier(self.test_images)[1]
     self.conditional = config.model.generator in models.CONDITIONAL_GENERATORS
-    self.trains_generator = any(config.loss.g_terms.values())
-    self.semi_supervised = 'sgan_labeled' in config.loss.d_terms
+    self.trains_generator = objective.trains_generator
+    self.semi_supervised = objective.uses_labels  # D's class head is trained on the label budget
 
   @functools.cached_property
   def _generate(self):
     @jax.jit
     def generate(g_state, key, labels):
       z = jax.random.normal(key, (labels.shape[0], self.config.model.latent_dim))
-      return self.generator.apply({'params': g_state.params, 'batch_stats': g_state.batch_stats},
-                                  z, labels, train=False)
+      return apply_inference(self.generator, g_state, z, labels)
     return generate
 
   @functools.cached_property
@@ -259,9 +260,8 @@ class Evaluator:
     @jax.jit
     def classify(d_state, images):
       """D's class head in inference mode: argmax over the N real classes (not 'fake')."""
-      logits, _ = self.discriminator.apply(
-          {'params': d_state.params, 'batch_stats': d_state.batch_stats}, images,
-          jnp.zeros(images.shape[0], jnp.int32), train=False)
+      logits, _ = apply_inference(self.discriminator, d_state, images,
+                                  jnp.zeros(images.shape[0], jnp.int32))
       return jnp.argmax(logits[:, :self.num_classes], -1)
     return classify
 

@@ -54,6 +54,19 @@ class MetricWriter:
     self.tensorboard.close()
 
 
+class NullWriter:
+  """Stands in for MetricWriter on processes other than 0 (they compute, process 0 writes)."""
+
+  def write(self, step, scalars) -> None:
+    pass
+
+  def drop_after(self, step) -> None:
+    pass
+
+  def close(self) -> None:
+    pass
+
+
 def _parse(line: str) -> dict | None:
   try:
     return json.loads(line)

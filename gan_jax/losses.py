@@ -67,7 +67,7 @@ def lsgan_generator(logits: Array, c: float = 1.0) -> Array:
 
 
 # ---------------------------------------------------------------- SGAN (Odena 2016), N+1 logits, class N = fake
-def _log_p_real(logits: Array) -> Array:
+def log_p_real(logits: Array) -> Array:
   """log(1 − p_fake) = logsumexp(l[:N]) − logsumexp(l)."""
   return jax.nn.logsumexp(logits[..., :-1], axis=-1) - jax.nn.logsumexp(logits, axis=-1)
 
@@ -80,7 +80,7 @@ def sgan_labeled(logits: Array, labels: Array) -> Array:
 
 def sgan_real(logits: Array) -> Array:
   """−log(1 − p_fake) on unlabeled real images."""
-  return -_log_p_real(logits)
+  return -log_p_real(logits)
 
 
 def sgan_fake(logits: Array) -> Array:
@@ -90,7 +90,7 @@ def sgan_fake(logits: Array) -> Array:
 
 def sgan_generator(logits: Array) -> Array:
   """Non-saturating G loss: −log(1 − p_fake) on G(z)."""
-  return -_log_p_real(logits)
+  return -log_p_real(logits)
 
 
 def feature_matching(real_features: Array, fake_features: Array) -> Array:
@@ -115,9 +115,14 @@ TermFn = Callable[[Mapping[str, DiscOutput], ConfigDict], Array]
 
 @dataclasses.dataclass(frozen=True)
 class Term:
-  """A named loss term: the discriminator outputs it reads and the per-example loss on them."""
+  """A named loss term: the discriminator outputs it reads and the per-example loss on them.
+
+  `boundary(hparams)`: for a term that reads D as real or fake, D's realness (`realness`) at its
+  decision boundary under this loss; the accuracy metrics count a realness above it as 'real'.
+  """
   needs: tuple[str, ...]
   fn: TermFn
+  boundary: Callable[[ConfigDict], float] | None = None
 
 
 def _squeeze(out: DiscOutput) -> Array:
@@ -125,16 +130,21 @@ def _squeeze(out: DiscOutput) -> Array:
   return out.logits[..., 0]
 
 
+_AT_ZERO = lambda hp: 0.0  # noqa: E731  (a logit of 0, or p_real = p_fake)
+_LSGAN_MIDWAY = lambda hp: (hp.a + hp.b) / 2  # noqa: E731  (D targets a for fake, b for real)
+
 D_TERMS: dict[str, Term] = {
-    'bce_real': Term(('real',), lambda o, hp: bce_real(_squeeze(o['real']), hp.real_target)),
-    'bce_fake': Term(('fake',), lambda o, hp: bce_fake(_squeeze(o['fake']))),
-    'bce_wrong': Term(('wrong',), lambda o, hp: bce_fake(_squeeze(o['wrong']))),
-    'lsgan_real': Term(('real',), lambda o, hp: lsgan_real(_squeeze(o['real']), hp.b)),
-    'lsgan_fake': Term(('fake',), lambda o, hp: lsgan_fake(_squeeze(o['fake']), hp.a)),
-    'lsgan_wrong': Term(('wrong',), lambda o, hp: lsgan_fake(_squeeze(o['wrong']), hp.a)),
-    'sgan_labeled': Term(('labeled',), lambda o, hp: sgan_labeled(o['labeled'].logits, o['labeled'].labels)),
-    'sgan_real': Term(('real',), lambda o, hp: sgan_real(o['real'].logits)),
-    'sgan_fake': Term(('fake',), lambda o, hp: sgan_fake(o['fake'].logits)),
+    'bce_real': Term(('real',), lambda o, hp: bce_real(_squeeze(o['real']), hp.real_target), _AT_ZERO),
+    'bce_fake': Term(('fake',), lambda o, hp: bce_fake(_squeeze(o['fake'])), _AT_ZERO),
+    'bce_wrong': Term(('wrong',), lambda o, hp: bce_fake(_squeeze(o['wrong'])), _AT_ZERO),
+    'lsgan_real': Term(('real',), lambda o, hp: lsgan_real(_squeeze(o['real']), hp.b), _LSGAN_MIDWAY),
+    'lsgan_fake': Term(('fake',), lambda o, hp: lsgan_fake(_squeeze(o['fake']), hp.a), _LSGAN_MIDWAY),
+    'lsgan_wrong': Term(('wrong',), lambda o, hp: lsgan_fake(_squeeze(o['wrong']), hp.a),
+                        _LSGAN_MIDWAY),
+    'sgan_labeled': Term(('labeled',),
+                         lambda o, hp: sgan_labeled(o['labeled'].logits, o['labeled'].labels)),
+    'sgan_real': Term(('real',), lambda o, hp: sgan_real(o['real'].logits), _AT_ZERO),
+    'sgan_fake': Term(('fake',), lambda o, hp: sgan_fake(o['fake'].logits), _AT_ZERO),
 }
 
 G_TERMS: dict[str, Term] = {
@@ -156,9 +166,83 @@ def outputs_needed(weights: Mapping[str, float], terms: Mapping[str, Term]) -> f
   return frozenset(need for name, w in weights.items() if w for need in terms[name].needs)
 
 
-def objective(weights: Mapping[str, float], terms: Mapping[str, Term],
-              outputs: Mapping[str, DiscOutput], hparams: ConfigDict) -> tuple[Array, dict[str, Array]]:
+def weighted_sum(weights: Mapping[str, float], terms: Mapping[str, Term],
+                 outputs: Mapping[str, DiscOutput], hparams: ConfigDict) -> tuple[Array, dict[str, Array]]:
   """Σ_i w_i · mean(term_i(outputs)); also returns each term's mean, for the metrics."""
   parts = {name: jnp.mean(terms[name].fn(outputs, hparams)) for name, w in weights.items() if w}
   total = sum((weights[name] * value for name, value in parts.items()), start=jnp.zeros(()))
   return total, parts
+
+
+def realness(logits: Array) -> Array:
+  """How real D finds an image: a binary head's logit, or log p_real − log p_fake of N+1 logits
+  (`log_p_real` minus log p_fake; the shared logsumexp cancels)."""
+  if logits.shape[-1] == 1:
+    return logits[..., 0]
+  return jax.nn.logsumexp(logits[..., :-1], axis=-1) - logits[..., -1]
+
+
+def mismatched_labels(key: Array, labels: Array, num_classes: int) -> Array:
+  """(y + randint(1, N)) % N: uniform over the other classes, never the true one.
+
+  The TF1 GAN-cls write-up took another batch's labels, which equal the true label about
+  one time in ten and so teach D to reject matching pairs.
+  """
+  return (labels + jax.random.randint(key, labels.shape, 1, num_classes)) % num_classes
+
+
+Batch = tuple[Array, Array]  # (images, labels)
+
+
+class Objective:
+  """A system's objective, built once from `config.loss`: the one place that reads term names.
+
+  The step asks it which batches to draw and which D inputs to build, the losses of D and G,
+  and D's accuracy metrics; the evaluator and the checks ask it what the system trains.
+  """
+
+  def __init__(self, loss_config: ConfigDict):
+    self.d_weights = dict(loss_config.d_terms)
+    self.g_weights = dict(loss_config.g_terms)
+    self.hparams = loss_config.hparams
+    self.d_needs = outputs_needed(self.d_weights, D_TERMS)
+    self.g_needs = outputs_needed(self.g_weights, G_TERMS)
+    # Without G terms the objective trains D alone (SGAN's supervised baseline).
+    self.trains_generator = any(self.g_weights.values())
+    self.generates = self.trains_generator or 'fake' in self.d_needs
+    # The label budget: only the semi-supervised terms read the labeled subset.
+    self.uses_labels = 'labeled' in self.d_needs
+    boundaries = {D_TERMS[n].boundary(self.hparams) for n, w in self.d_weights.items()
+                  if w and D_TERMS[n].boundary}
+    self.threshold = boundaries.pop() if len(boundaries) == 1 else 0.0
+
+  def d_inputs(self, real: Batch, fake: Batch | None, labeled: Batch | None, wrong_key: Array,
+               num_classes: int) -> dict[str, Batch]:
+    """D's inputs by name (see the module docstring), each built only where a term reads it."""
+    images, labels = real
+    build = {'real': lambda: real, 'fake': lambda: fake, 'labeled': lambda: labeled,
+             'wrong': lambda: (images, mismatched_labels(wrong_key, labels, num_classes))}
+    return {name: build[name]() for name in sorted(self.d_needs)}
+
+  def g_inputs(self, real: Batch, fake: Batch) -> dict[str, Batch]:
+    """G's D inputs: those its terms read, `fake` being the batch G's gradient flows through."""
+    return {name: {'real': real, 'fake': fake}[name] for name in sorted(self.g_needs)}
+
+  def d_loss(self, outputs: Mapping[str, DiscOutput]) -> tuple[Array, dict[str, Array]]:
+    return weighted_sum(self.d_weights, D_TERMS, outputs, self.hparams)
+
+  def g_loss(self, outputs: Mapping[str, DiscOutput]) -> tuple[Array, dict[str, Array]]:
+    return weighted_sum(self.g_weights, G_TERMS, outputs, self.hparams)
+
+  def d_accuracies(self, outputs: Mapping[str, DiscOutput]) -> dict[str, Array]:
+    """D's share right: real and labeled real called real, fake and mismatched called fake, and
+    the labeled images' classes (argmax over the N real classes)."""
+    metrics = {}
+    for name, is_real in (('real', True), ('fake', False), ('wrong', False)):
+      if name in outputs:
+        score = realness(outputs[name].logits)
+        metrics[f'd_acc_{name}'] = jnp.mean(score > self.threshold if is_real else score <= self.threshold)
+    if 'labeled' in outputs:
+      labeled = outputs['labeled']
+      metrics['d_acc_labeled'] = jnp.mean(jnp.argmax(labeled.logits[..., :-1], -1) == labeled.labels)
+    return metrics

@@ -93,16 +93,3 @@ def put_replicated(tree, sharding: NamedSharding):
     x = np.asarray(x)
     return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
   return jax.tree.map(put, tree)
-
-
-class NullWriter:
-  """Stands in for MetricWriter on processes other than 0."""
-
-  def write(self, step, scalars) -> None:
-    pass
-
-  def drop_after(self, step) -> None:
-    pass
-
-  def close(self) -> None:
-    pass

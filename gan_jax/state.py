@@ -24,6 +24,11 @@ class GANState(struct.PyTreeNode):
   d: NetState
 
 
+def apply_inference(module: nn.Module, net: NetState, *inputs):
+  """`module` in inference mode (BatchNorm running statistics, no dropout) with `net`'s variables."""
+  return module.apply({'params': net.params, 'batch_stats': net.batch_stats}, *inputs, train=False)
+
+
 OPTIMIZERS = {
     'adam': lambda c: optax.adam(c.learning_rate, b1=c.b1, b2=c.b2),
     'sgd': lambda c: optax.sgd(c.learning_rate, momentum=c.get('momentum') or None),

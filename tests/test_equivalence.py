@@ -1,13 +1,13 @@
 """The optimized train step against a plain reference step on the same inputs (issue 6).
 
 The reference is written for clarity, not speed: G's forward pass is recomputed for G's update
-(train.py reuses the D update's pass through `jax.vjp`), D sees every input in a pass of its own
-(train.py concatenates them when D has no BatchNorm), the losses are the papers' formulas written
+(gan_jax/step.py reuses the D update's pass through `jax.vjp`), D sees every input in a pass of its own
+(step.py concatenates them when D has no BatchNorm), the losses are the papers' formulas written
 with optax and jax.nn (not gan_jax.losses), and Adam is applied with `optax.adam` directly.
 
-It draws its batches, noise and dropout keys exactly as train.py does (the same streams folded
+It draws its batches, noise and dropout keys exactly as step.py does (the same streams folded
 from the base key and the step), so both see the same numbers. Dropout is the one exception: in
-the concatenated pass train.py draws one mask for the concatenated batch, which separate passes
+the concatenated pass step.py draws one mask for the concatenated batch, which separate passes
 cannot reproduce, so where D has no BatchNorm (dcgan, gan) both steps run with D's dropout off;
 with BatchNorm (sgan) D's passes are separate in both, each with its own key, and dropout stays on.
 """
@@ -18,7 +18,9 @@ import jax.numpy as jnp
 import optax
 import pytest
 
-from gan_jax import data, train
+from gan_jax import data
+from gan_jax import step as step_lib
+from gan_jax.run import Run
 from test_train import load_config
 
 NUM_STEPS = 3
@@ -90,7 +92,7 @@ def make_reference_step(config, system, generator, discriminator):
     return data.to_unit_range(device_data['images'][idx]), device_data['labels'][idx]
 
   def run_d(params, batch_stats, inputs, key):
-    """D on each input in its own pass, in train.py's (sorted) order and with its dropout keys."""
+    """D on each input in its own pass, in step.py's (sorted) order and with its dropout keys."""
     outputs = {}
     for i, name in enumerate(sorted(inputs)):
       images, labels = inputs[name]
@@ -101,9 +103,9 @@ def make_reference_step(config, system, generator, discriminator):
 
   def step(state, device_data):
     rng = state.rng
-    data_key = jax.random.fold_in(rng, train._DATA_STREAM)
-    labeled_key = jax.random.fold_in(rng, train._LABELED_STREAM)
-    step_key = jax.random.fold_in(jax.random.fold_in(rng, train._STEP_STREAM), state.step)
+    data_key = jax.random.fold_in(rng, step_lib.DATA_STREAM)
+    labeled_key = jax.random.fold_in(rng, step_lib.LABELED_STREAM)
+    step_key = jax.random.fold_in(jax.random.fold_in(rng, step_lib.STEP_STREAM), state.step)
     d, g_stats = state.d, state.g.batch_stats
     for i in range(config.train.d_steps):
       z_key, drop_key, _ = jax.random.split(jax.random.fold_in(step_key, i), 3)
@@ -140,12 +142,12 @@ def make_reference_step(config, system, generator, discriminator):
 def test_optimized_step_matches_plain_reference(system, tmp_path):
   config = load_config(system)
   config.data.batch_size = 4  # small: the arithmetic is under test here, not the speed
-  run = train.Run(config, str(tmp_path))
+  run = Run(config, str(tmp_path))
   run.checkpointer.close()
   generator, discriminator = run.generator, run.discriminator
   if not run.state.d.batch_stats and 'dropout' in discriminator.__dataclass_fields__:
     discriminator = discriminator.clone(dropout=0.0)  # see the module docstring
-  optimized = jax.jit(train.make_train_step(config, generator, discriminator, run.mesh))
+  optimized = jax.jit(step_lib.build_step(config, generator, discriminator, run.mesh, run.seeds).train_step)
   reference = jax.jit(make_reference_step(config, system, generator, discriminator))
 
   fast = plain = run.state

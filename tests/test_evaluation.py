@@ -15,6 +15,7 @@ import pytest
 import scipy.linalg
 
 from gan_jax import data, evaluation, train
+from gan_jax.run import Run
 from test_train import load_config, read_metrics
 
 SAMPLE_METRICS = {'fid_classifier', 'kid_classifier', 'precision', 'recall', 'class_coverage',
@@ -202,7 +203,7 @@ def test_sgan_baseline_trains_d_alone(classifier, tmp_path):
   assert config.data.num_labeled == load_config('sgan').data.num_labeled
   train.train_and_evaluate(config, str(tmp_path))
   assert 'g_loss' not in read_metrics(tmp_path)[-1]
-  run = train.Run(config, str(tmp_path))
+  run = Run(config, str(tmp_path))
   run.checkpointer.close()
   initial = jax.device_get(run.init_state())
   jax.tree.map(np.testing.assert_array_equal, initial.g.params, jax.device_get(run.state.g.params))

@@ -410,13 +410,13 @@ def test_every_term_runs_and_is_finite(term_name, hp_index):
   hp = HPARAM_VARIANTS[hp_index]
   per_example = terms[term_name].fn(outputs, hp)
   chex.assert_shape(per_example, (1,) if term_name == 'feature_matching' else (B,))
-  total, parts = losses.objective({term_name: 1.0}, terms, outputs, hp)
+  total, parts = losses.weighted_sum({term_name: 1.0}, terms, outputs, hp)
   chex.assert_shape(total, ())
   chex.assert_tree_all_finite((total, parts))
   assert set(parts) == {term_name}
   close(total, np.mean(per_example))
   # Jit-compatible, with the same value.
-  jitted = jax.jit(lambda o: losses.objective({term_name: 1.0}, terms, o, hp)[0])(outputs)
+  jitted = jax.jit(lambda o: losses.weighted_sum({term_name: 1.0}, terms, o, hp)[0])(outputs)
   close(jitted, total, rtol=1e-6)
 
 
@@ -470,7 +470,7 @@ def test_term_reads_only_what_it_declares(term_name):
 def test_objective_is_weighted_sum_of_means():
   outputs, hp = binary_outputs(seed=3), hparams(real_target=0.9)
   weights = {'bce_real': 2.0, 'bce_fake': 0.5, 'bce_wrong': 0.25}
-  total, parts = losses.objective(weights, losses.D_TERMS, outputs, hp)
+  total, parts = losses.weighted_sum(weights, losses.D_TERMS, outputs, hp)
   refs = _term_refs()
   expected_parts = {k: np.mean(refs[k](outputs, hp)) for k in weights}
   close(parts, expected_parts)
@@ -480,19 +480,19 @@ def test_objective_is_weighted_sum_of_means():
 def test_objective_drops_zero_weight_terms():
   outputs = binary_outputs(seed=4)
   weights = {'lsgan_real': 1.0, 'lsgan_fake': 1.0, 'lsgan_wrong': 0.0}
-  total, parts = losses.objective(weights, losses.D_TERMS, outputs, losses.default_hparams())
+  total, parts = losses.weighted_sum(weights, losses.D_TERMS, outputs, losses.default_hparams())
   assert set(parts) == {'lsgan_real', 'lsgan_fake'}
   # The zero-weight term's output need not exist...
   del outputs['wrong']
-  total2, _ = losses.objective(weights, losses.D_TERMS, outputs, losses.default_hparams())
+  total2, _ = losses.weighted_sum(weights, losses.D_TERMS, outputs, losses.default_hparams())
   close(total2, total)
   # ...and if it is non-finite it does not leak in (0 * nan would be nan).
   outputs['wrong'] = disc_out(np.full((B, 1), np.nan))
-  total3, _ = losses.objective(weights, losses.D_TERMS, outputs, losses.default_hparams())
+  total3, _ = losses.weighted_sum(weights, losses.D_TERMS, outputs, losses.default_hparams())
   close(total3, total)
   # Same for G: SGAN config with feature matching switched off needs no real features.
   g_out = {'fake': sgan_outputs()['fake']}
-  _, g_parts = losses.objective({'sgan_gen': 1.0, 'feature_matching': 0.0}, losses.G_TERMS,
+  _, g_parts = losses.weighted_sum({'sgan_gen': 1.0, 'feature_matching': 0.0}, losses.G_TERMS,
                                 g_out, losses.default_hparams())
   assert set(g_parts) == {'sgan_gen'}
 
@@ -504,7 +504,7 @@ def test_objective_gradient_is_weighted_sum():
   def total(real_logits, fake_logits):
     o = {**outputs, 'real': outputs['real']._replace(logits=real_logits),
          'fake': outputs['fake']._replace(logits=fake_logits)}
-    return losses.objective(weights, losses.D_TERMS, o, hp)[0]
+    return losses.weighted_sum(weights, losses.D_TERMS, o, hp)[0]
 
   g_real, g_fake = jax.grad(total, argnums=(0, 1))(outputs['real'].logits, outputs['fake'].logits)
   close(g_real, (np_sigmoid(outputs['real'].logits) - 1.0) / B)
@@ -540,12 +540,12 @@ def test_gan_cls_composition(hp):
   fake_l = lambda s: 0.5 * (s - hp.a) ** 2
   expected_d = np.mean(real_l(s_rr)) + 0.5 * (np.mean(fake_l(s_fr)) + np.mean(fake_l(s_rw)))
   d_weights = {'lsgan_real': 1.0, 'lsgan_fake': 0.5, 'lsgan_wrong': 0.5}
-  d, parts = losses.objective(d_weights, losses.D_TERMS, outputs, hp)
+  d, parts = losses.weighted_sum(d_weights, losses.D_TERMS, outputs, hp)
   close(d, expected_d)
   close(parts, {'lsgan_real': np.mean(real_l(s_rr)), 'lsgan_fake': np.mean(fake_l(s_fr)),
                 'lsgan_wrong': np.mean(fake_l(s_rw))})
   assert losses.outputs_needed(d_weights, losses.D_TERMS) == {'real', 'fake', 'wrong'}
-  g, _ = losses.objective({'lsgan_gen': 1.0}, losses.G_TERMS, outputs, hp)
+  g, _ = losses.weighted_sum({'lsgan_gen': 1.0}, losses.G_TERMS, outputs, hp)
   close(g, np.mean(0.5 * (s_fr - hp.c) ** 2))
 
 
@@ -555,7 +555,7 @@ def test_gan_cls_composition_with_bce_base():
   expected = (np.mean(-np.log(np_sigmoid(s['real'])))
               + 0.5 * (np.mean(-np.log(1 - np_sigmoid(s['fake'])))
                        + np.mean(-np.log(1 - np_sigmoid(s['wrong'])))))
-  d, _ = losses.objective({'bce_real': 1.0, 'bce_fake': 0.5, 'bce_wrong': 0.5}, losses.D_TERMS,
+  d, _ = losses.weighted_sum({'bce_real': 1.0, 'bce_fake': 0.5, 'bce_wrong': 0.5}, losses.D_TERMS,
                           outputs, losses.default_hparams())
   close(d, expected)
 

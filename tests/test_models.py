@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from ml_collections import ConfigDict
 
 from gan_jax import models
 from gan_jax.models import layers
@@ -49,13 +50,16 @@ PAIRS = {
 }
 
 
-def build(pair: Pair, **overrides):
-  """As train.build_models does: one set of keyword arguments for both networks."""
-  shared = dict(num_classes=NUM_CLASSES, channels=1,
-                image_shape=(pair.image_size, pair.image_size, 1))
-  shared.update(overrides)
-  return (models.get_generator(pair.generator, **shared),
-          models.get_discriminator(pair.discriminator, **shared))
+def model_config(pair: Pair, g_kwargs=None, d_kwargs=None) -> ConfigDict:
+  return ConfigDict({'generator': pair.generator, 'discriminator': pair.discriminator,
+                     'g_kwargs': g_kwargs or {}, 'd_kwargs': d_kwargs or {}})
+
+
+def build(pair: Pair, num_classes: int = NUM_CLASSES, channels: int = 1, image_size: int = 0,
+          **kwargs):
+  """G and D of `pair` as a run builds them, for data of this many classes and channels."""
+  size = image_size or pair.image_size
+  return models.build(model_config(pair, **kwargs), num_classes, (size, size, channels))
 
 
 def _bn_recorder(records: list):
@@ -300,23 +304,22 @@ def test_registry_holds_the_config_pairs():
     assert pair.discriminator in models.DISCRIMINATORS
 
 
-@pytest.mark.parametrize('getter, field, registry', [
-    (models.get_generator, 'model.generator', models.GENERATORS),
-    (models.get_discriminator, 'model.discriminator', models.DISCRIMINATORS),
-])
-def test_unknown_name_raises_value_error(getter, field, registry):
+@pytest.mark.parametrize('side', ['generator', 'discriminator'])
+def test_unknown_name_raises_value_error(side):
+  config = model_config(PAIRS['mlp'])
+  config[side] = 'no_such_model'
   with pytest.raises(ValueError) as info:
-    getter('no_such_model', num_classes=NUM_CLASSES)
+    models.build(config, NUM_CLASSES, (28, 28, 1))
   message = str(info.value)
-  assert field in message and 'no_such_model' in message
-  for name in registry:
+  assert f'model.{side}=' in message and 'no_such_model' in message
+  for name in (models.GENERATORS if side == 'generator' else models.DISCRIMINATORS):
     assert name in message
 
 
-def test_getters_pass_only_declared_fields():
-  """One shared set of kwargs builds every module; undeclared ones are dropped, declared kept."""
+def test_data_fields_come_from_the_data():
+  """num_classes, channels and image_shape reach each module that declares them."""
   for pair in PAIRS.values():
-    G, D = build(pair, num_classes=7, channels=3, image_shape=(16, 16, 3), unused_field=1)
+    G, D = build(pair, num_classes=7, channels=3, image_size=16)
     for module in (G, D):
       fields = set(module.__dataclass_fields__)
       for name, value in (('num_classes', 7), ('channels', 3), ('image_shape', (16, 16, 3))):
@@ -324,12 +327,35 @@ def test_getters_pass_only_declared_fields():
           assert getattr(module, name) == value
 
 
+def test_kwargs_from_the_config_reach_the_modules():
+  G, D = build(PAIRS['dcgan'], g_kwargs={'widths': (32, 16, 8)}, d_kwargs={'dropout': 0.0})
+  assert G.widths == (32, 16, 8) and D.dropout == 0.0
+  params = G.init(jax.random.PRNGKey(0), jnp.zeros((1, 100)), jnp.zeros(1, jnp.int32),
+                  train=False)['params']
+  assert params['Dense_0']['kernel'].shape == (100, 7 * 7 * 32)
+  assert params['ConvTranspose_1']['kernel'].shape == (5, 5, 16, 8)
+
+
+@pytest.mark.parametrize('side, kwargs_field', [('g_kwargs', 'model.g_kwargs'),
+                                                ('d_kwargs', 'model.d_kwargs')])
+def test_unknown_kwarg_names_the_model_and_its_fields(side, kwargs_field):
+  with pytest.raises(ValueError) as info:
+    build(PAIRS['sgan'], **{side: {'hiden': 64}})
+  message = str(info.value)
+  module = models.GENERATORS['sgan'] if side == 'g_kwargs' else models.DISCRIMINATORS['sgan']
+  assert f'{kwargs_field}.hiden is not a field of' in message and "'sgan'" in message
+  assert '\n' not in message
+  for field in models.model_fields(module):
+    assert field in message
+  assert 'num_classes' not in message  # set by the data, not by the config
+
+
 @pytest.mark.parametrize('name', sorted(PAIRS))
 def test_channels_and_classes_follow_the_config(name):
   """Shape-only (eval_shape, nothing compiled): 3-channel images and 5 classes."""
   pair = PAIRS[name]
   size, classes = pair.image_size, 5
-  G, D = build(pair, num_classes=classes, channels=3, image_shape=(size, size, 3))
+  G, D = build(pair, num_classes=classes, channels=3)
   z, labels = jnp.zeros((2, pair.latent_dim)), jnp.zeros(2, jnp.int32)
 
   def forward():
@@ -384,7 +410,7 @@ def test_subpixel_conv_equals_upsample_then_conv(kernel_size, factor, fill):
 
 def test_subpixel_conv_reads_fewer_taps():
   """Nearest ×2 then 3×3: each output phase is a 2×2 conv of the input (16 taps, not 36)."""
-  phases = layers._phase_taps(3, 2, low=1, zero_fill=False)
+  phases = layers.phase_taps(3, 2, low=1, zero_fill=False)
   assert [taps.shape for taps, _ in phases] == [(2, 3), (2, 3)]
   # Phase 0 reads inputs i-1 (tap 0) and i (taps 1+2); phase 1 reads i (taps 0+1) and i+1 (tap 2).
   np.testing.assert_array_equal(phases[0][0], [[1, 0, 0], [0, 1, 1]])

@@ -39,6 +39,7 @@ import pytest
 
 from configs import gan_cls
 from gan_jax import data, train
+from gan_jax.run import Run
 from test_parallel import _assert_same_state
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
@@ -80,7 +81,7 @@ def _states(workdir: str) -> dict[int, dict]:
   """{step: every leaf of G's and D's states by key path}, for the checkpoints of steps 4 and 6."""
   config = gan_cls.get_config('smoke')
   config.train.num_steps = 6
-  run = train.Run(config, workdir)  # restores into this process's single device
+  run = Run(config, workdir)  # restores into this process's single device
   try:
     states = {step: jax.device_get(run.restore(step)) for step in (4, 6)}
   finally:

@@ -47,6 +47,8 @@ jax.config.update('jax_disable_most_optimizations', True)  # as tests/conftest.p
 import numpy as np
 from configs import gan_cls, sgan
 from gan_jax import train
+from gan_jax.run import Run
+from gan_jax.step import build_step
 
 def save(name, state):
   state = jax.device_get({'g': state.g, 'd': state.d})
@@ -58,7 +60,7 @@ report = {'device_count': jax.device_count()}
 config = gan_cls.get_config('smoke')
 workdir = os.path.join(out, 'gan_cls')
 last = train.train_and_evaluate(config, workdir)
-run = train.Run(config, workdir)  # restores the latest checkpoint
+run = Run(config, workdir)  # restores the latest checkpoint
 run.checkpointer.close()
 save('gan_cls', run.state)
 report.update(
@@ -77,12 +79,12 @@ if num_devices > 1:  # (one device would train on it)
 
 jax.config.update('jax_enable_x64', True)
 config = sgan.get_config('smoke')
-run = train.Run(config, os.path.join(out, 'sgan_f64'))
+run = Run(config, os.path.join(out, 'sgan_f64'))
 run.checkpointer.close()
 state = jax.tree.map(lambda x: x.astype(np.float64) if x.dtype == np.float32 else x,
                      jax.device_get(run.state))
 state = jax.device_put(state, run.replicated)
-step = jax.jit(train.make_train_step(config, run.generator, run.discriminator, run.mesh),
+step = jax.jit(build_step(config, run.generator, run.discriminator, run.mesh, run.seeds).train_step,
                donate_argnums=0)
 for _ in range(config.train.num_steps):
   state, metrics = step(state, run.device_data)

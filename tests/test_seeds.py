@@ -22,6 +22,8 @@ import numpy as np
 import pytest
 
 from gan_jax import checks, data, evaluation, train
+from gan_jax.run import Run
+from gan_jax.step import build_step
 from test_train import load_config, read_metrics, straight_and_interrupted_runs
 
 
@@ -39,9 +41,9 @@ def _scaled(tree, reference):
 
 def _steps(config, workdir):
   """The run's fresh state after `train.num_steps` steps of its (jitted) train step."""
-  run = train.Run(config, str(workdir))
+  run = Run(config, str(workdir))
   run.checkpointer.close()
-  step = jax.jit(train.make_train_step(config, run.generator, run.discriminator, run.mesh))
+  step = jax.jit(build_step(config, run.generator, run.discriminator, run.mesh, run.seeds).train_step)
   state = run.state
   for _ in range(config.train.num_steps):
     state, metrics = step(state, run.device_data)
@@ -53,7 +55,7 @@ def test_seed_i_of_a_k_seed_run_is_the_single_run_of_seed_plus_i(tmp_path):
   config.seed, config.num_seeds = 3, 2
   run, state, metrics = _steps(config, tmp_path / 'seeds')
   assert state.step.shape == (2,) and metrics['d_loss'].shape == (2,)
-  initial = jax.device_get(run.seed_states(run.state))
+  initial = jax.device_get(run.seeds.split(run.state))
   for i in range(2):
     single_config = load_config('gan_cls')
     single_config.seed = 3 + i
@@ -112,9 +114,9 @@ def test_k_seed_run_resumes_exactly_with_every_seeds_labeled_subset(tmp_path):
   config.train.sample_every = 1000  # no grids: they only cost time here
   straight, interrupted = straight_and_interrupted_runs(config, tmp_path)
 
-  resumed = train.Run(config, str(interrupted))
+  resumed = Run(config, str(interrupted))
   resumed.checkpointer.close()
-  expected = train.Run(config, str(straight))
+  expected = Run(config, str(straight))
   expected.checkpointer.close()
   chex.assert_trees_all_equal(_leaves(resumed.state), _leaves(expected.state))
   assert resumed.start_step == 4 and jax.device_get(resumed.state.step).tolist() == [4, 4]

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gan_jax import study, train
+import study
+from gan_jax import train
 
 BUDGETS, SEEDS, STEPS = (10, 20), 2, 2
 
@@ -85,7 +86,7 @@ def test_a_run_trained_but_not_evaluated_is_only_evaluated(study_dir):
 def test_recorded_command_line_reproduces_the_study(study_dir):
   """The command in study.md and study.json, run on the finished study: it only gathers the results."""
   command = json.loads((study_dir / 'study.json').read_text())['command']
-  assert command == (f'python -m gan_jax.study --budgets=10,20 --seeds={SEEDS} --out={study_dir} '
+  assert command == (f'python study.py --budgets=10,20 --seeds={SEEDS} --out={study_dir} '
                      f'--steps={STEPS} --config_variant=smoke')
   assert f'`{command}`' in (study_dir / 'study.md').read_text()
   result = subprocess.run([sys.executable, *command.split()[1:]], capture_output=True, text=True,

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from conftest import mock_tfds
-from gan_jax import checks, train
+from gan_jax import checks, losses, train
+from gan_jax.run import Run
+from gan_jax.step import build_step
 
 SYSTEMS = ('gan', 'dcgan', 'lsgan', 'sgan', 'gan_cls')
 
@@ -31,7 +33,7 @@ def read_metrics(workdir) -> list[dict]:
 
 def final_params(workdir, config):
   """The parameters of the latest checkpoint in `workdir`."""
-  run = train.Run(config, str(workdir))
+  run = Run(config, str(workdir))
   run.checkpointer.close()
   return jax.device_get((run.state.g.params, run.state.d.params, run.state.step))
 
@@ -57,7 +59,7 @@ def test_smoke_run_writes_everything(name, tmp_path):
 
 def test_mismatched_labels_always_differ_and_cover_the_other_classes():
   labels = jax.numpy.tile(jax.numpy.arange(10), 2000)
-  wrong = np.asarray(train.mismatched_labels(jax.random.PRNGKey(0), labels, 10))
+  wrong = np.asarray(losses.mismatched_labels(jax.random.PRNGKey(0), labels, 10))
   assert not np.any(wrong == np.asarray(labels))
   # For each true class, the 9 others are drawn about equally often (2000 draws each).
   for c in range(10):
@@ -68,9 +70,9 @@ def test_mismatched_labels_always_differ_and_cover_the_other_classes():
 
 def test_conditional_grid_has_one_row_per_class(tmp_path):
   config = load_config('gan_cls')
-  run = train.Run(config, str(tmp_path))
+  run = Run(config, str(tmp_path))
   run.checkpointer.close()
-  with mock.patch.object(train, 'save_image_grid') as save:
+  with mock.patch('gan_jax.run.save_image_grid') as save:
     run.save_samples(run.state, str(tmp_path / 'grid.png'))
   images, rows, _ = save.call_args.args
   assert images.shape == (100, 28, 28, 1) and rows == 10
@@ -78,10 +80,10 @@ def test_conditional_grid_has_one_row_per_class(tmp_path):
 
 def test_step_is_traced_once_and_updates_both_networks(tmp_path):
   config = load_config('sgan')
-  run = train.Run(config, str(tmp_path))
+  run = Run(config, str(tmp_path))
   run.checkpointer.close()
-  step = jax.jit(chex.assert_max_traces(train.make_train_step(config, run.generator, run.discriminator,
-                                                              run.mesh), n=1), donate_argnums=0)
+  step = jax.jit(chex.assert_max_traces(build_step(config, run.generator, run.discriminator,
+                                                              run.mesh, run.seeds).train_step, n=1), donate_argnums=0)
   before = jax.device_get(run.state)
   state = run.state
   for _ in range(3):
@@ -96,7 +98,7 @@ def test_step_is_traced_once_and_updates_both_networks(tmp_path):
 
 def test_sgan_uses_only_the_label_budget(tmp_path):
   config = load_config('sgan')
-  run = train.Run(config, str(tmp_path))
+  run = Run(config, str(tmp_path))
   run.checkpointer.close()
   labeled = np.asarray(run.labeled_indices)
   assert len(labeled) == config.data.num_labeled == 20
@@ -167,9 +169,9 @@ def test_bfloat16_compute_keeps_float32_state_and_close_losses(name, tmp_path):
   for dtype in ('float32', 'bfloat16'):
     config = load_config(name)
     config.model.compute_dtype = dtype
-    run = train.Run(config, str(tmp_path))
+    run = Run(config, str(tmp_path))
     run.checkpointer.close()
-    step = jax.jit(train.make_train_step(config, run.generator, run.discriminator, run.mesh))
+    step = jax.jit(build_step(config, run.generator, run.discriminator, run.mesh, run.seeds).train_step)
     outputs[dtype] = jax.device_get(step(run.state, run.device_data))
   (state_32, metrics_32), (state_16, metrics_16) = outputs['float32'], outputs['bfloat16']
   assert {leaf.dtype for leaf in jax.tree.leaves(state_16) if leaf.dtype.kind == 'f'} == {np.dtype('float32')}

@@ -31,18 +31,34 @@ DISCRIMINATORS = {
 }
 
 
-def _get(registry: dict, kind: str, name: str, kwargs: dict) -> nn.Module:
+# What the data decides: each model takes those of these fields it declares.
+DATA_FIELDS = ('num_classes', 'channels', 'image_shape')
+
+
+def model_fields(module: type[nn.Module]) -> list[str]:
+  """The constructor fields a config may set (`model.g_kwargs`, `model.d_kwargs`)."""
+  return sorted(set(module.__dataclass_fields__) - {'parent', 'name', *DATA_FIELDS})
+
+
+def _build(registry: dict, field: str, name: str, kwargs_field: str, kwargs: dict,
+           data_fields: dict) -> nn.Module:
   if name not in registry:
-    raise ValueError(f'Unknown {kind}: {name!r}; valid choices: {", ".join(sorted(registry))}')
+    raise ValueError(f'{field}={name!r} is not valid; valid choices: {", ".join(sorted(registry))}')
   module = registry[name]
-  # Pass only the fields this module declares: one model config serves every architecture.
-  fields = set(module.__dataclass_fields__)
-  return module(**{k: v for k, v in kwargs.items() if k in fields})
+  valid = model_fields(module)
+  unknown = sorted(set(kwargs) - set(valid))
+  if unknown:
+    raise ValueError(f'{kwargs_field}.{unknown[0]} is not a field of {field}={name!r}; valid '
+                     f'fields: {", ".join(valid) or "none"}')
+  declared = set(module.__dataclass_fields__)
+  return module(**{k: v for k, v in data_fields.items() if k in declared}, **kwargs)
 
 
-def get_generator(name: str, **kwargs) -> nn.Module:
-  return _get(GENERATORS, 'model.generator', name, kwargs)
-
-
-def get_discriminator(name: str, **kwargs) -> nn.Module:
-  return _get(DISCRIMINATORS, 'model.discriminator', name, kwargs)
+def build(model_config, num_classes: int, image_shape: tuple[int, int, int]) -> tuple[nn.Module, nn.Module]:
+  """G and D of `config.model` for data of `num_classes` classes and images of `image_shape`."""
+  data_fields = dict(num_classes=num_classes, channels=image_shape[-1], image_shape=tuple(image_shape))
+  generator = _build(GENERATORS, 'model.generator', model_config.generator, 'model.g_kwargs',
+                     dict(model_config.g_kwargs), data_fields)
+  discriminator = _build(DISCRIMINATORS, 'model.discriminator', model_config.discriminator,
+                         'model.d_kwargs', dict(model_config.d_kwargs), data_fields)
+  return generator, discriminator

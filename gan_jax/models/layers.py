@@ -24,7 +24,7 @@ def conv_transpose_low_padding(kernel_size: int, stride: int) -> int:
   return math.ceil((kernel_size + stride - 2) / 2)
 
 
-def _phase_taps(kernel_size: int, factor: int, low: int, zero_fill: bool):
+def phase_taps(kernel_size: int, factor: int, low: int, zero_fill: bool):
   """For each output phase a: a 0/1 matrix [n_a, kernel_size] summing kernel taps into the
   n_a taps that phase really reads, and the input offset of its first tap.
 
@@ -70,7 +70,7 @@ class SubpixelConv(nn.Module):
     kernel = self.param('kernel', self.kernel_init, (k, k, x.shape[-1], self.features))
     bias = self.param('bias', nn.initializers.zeros, (self.features,)) if self.use_bias else None
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    phases = _phase_taps(k, f, self.low, self.fill == 'zeros')
+    phases = phase_taps(k, f, self.low, self.fill == 'zeros')
     n, h, w, _ = x.shape
     rows = []
     for row_taps, row_first in phases:

@@ -13,14 +13,16 @@ class SGANGenerator(nn.Module):
   channels: int = 1
   base_size: int = 8  # 8 → 32 after two upsamplings
   negative_slope: float = 0.2
+  widths: tuple[int, int, int] = (128, 128, 64)  # the base map, then each upsampling conv
 
   @nn.compact
   def __call__(self, z: jax.Array, labels: jax.Array, train: bool) -> jax.Array:
     del labels  # the paper's G is unconditional
     norm = lambda: batch_norm(use_running_average=not train)
-    x = nn.Dense(128 * self.base_size**2, kernel_init=dcgan_init)(z)
-    x = norm()(x.reshape(-1, self.base_size, self.base_size, 128))
-    for i, features in enumerate((128, 64)):
+    base, *widths = self.widths
+    x = nn.Dense(base * self.base_size**2, kernel_init=dcgan_init)(z)
+    x = norm()(x.reshape(-1, self.base_size, self.base_size, base))
+    for i, features in enumerate(widths):
       # Nearest ×2 then Conv 3×3 (padding 1), computed per output phase (see SubpixelConv).
       # No bias: the BatchNorm after it subtracts the batch mean, so a bias gets no gradient.
       x = SubpixelConv(features, 3, low=1, use_bias=False, name=f'Conv_{i}')(x)
@@ -34,12 +36,13 @@ class SGANDiscriminator(nn.Module):
   num_classes: int = 10
   negative_slope: float = 0.2
   dropout: float = 0.25
+  widths: tuple[int, ...] = (16, 32, 64, 128)
 
   @nn.compact
   def __call__(self, images: jax.Array, labels: jax.Array, train: bool):
     del labels
     x = images
-    for i, features in enumerate((16, 32, 64, 128)):
+    for i, features in enumerate(self.widths):
       x = nn.Conv(features, (3, 3), (2, 2), padding=_PAD1, kernel_init=dcgan_init)(x)
       x = nn.Dropout(self.dropout, deterministic=not train)(nn.leaky_relu(x, self.negative_slope))
       if i:

@@ -1,6 +1,6 @@
 """The SGAN label-budget study: SGAN against its supervised baseline over budgets and seeds.
 
-  python -m gan_jax.study --budgets=20,50,100,1000 --seeds=3 --out=workdirs/study
+  python study.py --budgets=20,50,100,1000 --seeds=3 --out=workdirs/study
 
 For each budget and seed, trains configs/sgan.py and configs/sgan_baseline.py with
 data.num_labeled=budget and seed=seed in OUT/<system>_n<budget>_s<seed> (a seed picks
@@ -100,7 +100,7 @@ def command(budgets, seeds: int, out: str, steps: int, variant: str) -> str:
     args.append(f'--steps={steps}')
   if variant:
     args.append(f'--config_variant={variant}')
-  return ' '.join(['python -m gan_jax.study', *args])
+  return ' '.join(['python study.py', *args])
 
 
 def markdown_table(rows: list[dict], dataset: str, num_steps: int, command_line: str) -> str:

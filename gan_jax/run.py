@@ -1,0 +1,134 @@
+"""A run's set-up: every check, the data on the device, the models, and the state (new or restored)."""
+
+import functools
+import json
+import jax
+import jax.numpy as jnp
+import numpy as np
+from ml_collections import ConfigDict
+
+from gan_jax import checks, data, evaluation, losses, models, parallel
+from gan_jax.checkpoint import Checkpointer
+from gan_jax.logging import save_image_grid
+from gan_jax.seeds import Seeds
+from gan_jax.state import GANState, apply_inference, create_state
+
+GRID_COLUMNS = 10  # a sample grid has one row per class
+
+
+class Run:
+  """Everything a run needs before its first step: data on the device, models, state.
+
+  Every check of the input (config, data, image size, workdir, checkpoints) comes before
+  anything is compiled or written, so bad input leaves the workdir as it was.
+  """
+
+  def __init__(self, config: ConfigDict, workdir: str):
+    checks.check_config(config)
+    checks.check_workdir(workdir)
+    self.config, self.workdir = config, workdir
+    self.objective = losses.Objective(config.loss)
+    self.seeds = Seeds(config.seed, config.num_seeds)
+    images, labels = parallel.primary_first(
+        lambda: data.load_split(config.data.name, 'train', config.data.data_dir or None), 'train data')
+    images = data.pad_to(images, config.data.image_size)
+    self.num_classes = data.DATASETS[config.data.name]
+    self.image_shape = images.shape[1:]
+    self.generator, self.discriminator = models.build(config.model, self.num_classes, self.image_shape)
+    checks.check_image_shape(config, self.generator, self.image_shape)
+
+    self.mesh = parallel.make_mesh()
+    self.replicated = parallel.replicated(self.mesh)
+    self.checkpointer = Checkpointer(workdir, config.train.max_checkpoints)
+    try:
+      latest = self.checkpointer.latest_step()
+      self.skipped_steps: list[int] = []
+      if latest is not None:
+        meta = self.checkpointer.restore_meta(latest)
+        checks.check_resumable(meta['config'], config, workdir)
+        labeled = list(np.asarray(meta['labeled_indices'], np.int32).reshape(self.seeds.count, -1))
+        self.skipped_steps = list(meta.get('skipped_steps', []))
+      else:
+        labeled = [data.labeled_subset(labels, config.data.num_labeled, self.num_classes, seed)
+                   if self.objective.uses_labels else np.zeros((0,), np.int32)
+                   for seed in self.seeds.values]
+      self._place_data_and_state(images, labels, labeled, latest)
+    except BaseException:
+      self.checkpointer.close()  # its threads must not outlive an error exit
+      raise
+
+  def _place_data_and_state(self, images, labels, labeled: list[np.ndarray], latest) -> None:
+    """Puts the data on the device and builds, or restores, the state. `labeled`: each seed's
+    labeled-subset indices."""
+    real = [np.setdiff1d(np.arange(len(labels)), l).astype(np.int32) for l in labeled]
+    # A pool must not be empty: without a label budget the labeled pool is a dummy index.
+    labeled_pool = [l if len(l) else np.zeros((1,), np.int32) for l in labeled]
+    self.labeled_indices = self.seeds.stack(labeled)
+    # The whole (small) dataset lives on the device; steps gather their batches there.
+    self.device_data = parallel.put_replicated(
+        {'images': images, 'labels': labels.astype(np.int32), 'real_indices': self.seeds.stack(real),
+         'labeled_indices': self.seeds.stack(labeled_pool)}, self.replicated)
+    init = functools.partial(create_state, self.config, self.generator, self.discriminator,
+                             self.image_shape)
+    self.sample = jax.jit(functools.partial(apply_inference, self.generator))
+    self.init_state = jax.jit(self.seeds.init(init), out_shardings=self.replicated)
+    self.state = self.init_state() if latest is None else self.restore(latest)
+    self.start_step = latest or 0
+
+  def state_at(self, step: int) -> GANState:
+    """The state after `step` steps: the fresh one at 0, else the checkpoint of that step."""
+    return self.init_state() if step == 0 else self.restore(step)
+
+  def restore(self, step: int) -> GANState:
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.replicated),
+                            jax.eval_shape(self.init_state))
+    return self.checkpointer.restore(step, abstract)
+
+  @property
+  def meta(self) -> dict:
+    return {'config': json.loads(self.config.to_json_best_effort()),
+            'labeled_indices': self.labeled_indices.tolist(),
+            'skipped_steps': self.skipped_steps}
+
+  def grid_noise(self, seed: int) -> jax.Array:
+    return jax.random.normal(jax.random.PRNGKey(seed),
+                             (self.num_classes * GRID_COLUMNS, self.config.model.latent_dim))
+
+  @functools.cached_property
+  def grid_inputs(self) -> tuple[list[jax.Array], jax.Array]:
+    """Each seed's fixed grid noise (from its seed) and the labels: row r for class r."""
+    return ([self.grid_noise(seed) for seed in self.seeds.values],
+            jnp.repeat(jnp.arange(self.num_classes), GRID_COLUMNS))
+
+  def save_samples(self, state: GANState, path: str, fresh: bool = False) -> None:
+    """Writes each seed's grid from its fixed noise, or from fresh noise."""
+    fixed_z, labels = self.grid_inputs
+    for i, seed_state in enumerate(self.seeds.split(state)):
+      z = self.grid_noise(self.seeds.values[i] + 1) if fresh else fixed_z[i]
+      images = self.sample(seed_state.g, z, labels)  # on every process: it is SPMD
+      if parallel.is_primary():
+        save_image_grid(np.asarray(jax.device_get(images)), self.num_classes, self.seeds.path(path, i))
+
+  def evaluator(self) -> evaluation.Evaluator:
+    """The run's evaluator (process 0 trains and caches its classifier first)."""
+    return parallel.primary_first(
+        lambda: evaluation.Evaluator(self.config, self.generator, self.discriminator, self.objective),
+        'eval classifier')
+
+  def score(self, evaluator: evaluation.Evaluator, state: GANState) -> dict[str, float]:
+    """The evaluator's scores of every seed, as `Seeds.merge` names them."""
+    return self.seeds.merge([evaluator(s, seed) for seed, s in
+                             zip(self.seeds.values, self.seeds.split(state))])
+
+  def close(self) -> None:
+    self.checkpointer.wait()
+    self.checkpointer.close()
+
+
+def latest_run(config: ConfigDict, workdir: str, purpose: str) -> Run:
+  """The run of `workdir` at its latest checkpoint, for `purpose` (checkpointer closed)."""
+  run = Run(config, workdir)
+  run.checkpointer.close()
+  if run.start_step == 0:
+    raise ValueError(f'workdir={workdir!r} has no checkpoint to {purpose}')
+  return run

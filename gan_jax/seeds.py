@@ -1,0 +1,77 @@
+"""K independent runs of one config in one program: the only module that knows K.
+
+`config.num_seeds` = K > 1 trains seeds seed .. seed+K-1, seed i being exactly the run of seed+i
+(its own init, labeled subset, data order and noise), with every per-seed array stacked on a
+leading axis of size K and the step vmapped over it. K = 1 keeps the plain, unstacked layout,
+so a one-seed run and its checkpoints are those of an ordinary run.
+"""
+
+import os
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+class Seeds:
+  """The seeds of a run, and how per-seed values are stacked, sliced, named and written."""
+
+  def __init__(self, first: int, count: int):
+    self.count = count
+    self.values = [first + i for i in range(count)]
+    self.stacked = count > 1
+
+  def init(self, init_fn: Callable[[int | jax.Array], Any]) -> Callable[[], Any]:
+    """`init_fn(seed) -> state` as `() -> state` of every seed (stacked)."""
+    if not self.stacked:
+      return lambda: init_fn(self.values[0])
+    return lambda: jax.vmap(init_fn)(jnp.asarray(self.values, jnp.int32))
+
+  def vectorize(self, fn: Callable, in_axes) -> Callable:
+    """`fn` of one seed's values as a function of the stacked ones (axes as for jax.vmap)."""
+    return jax.vmap(fn, in_axes=in_axes) if self.stacked else fn
+
+  def stack(self, arrays: Sequence[np.ndarray]) -> np.ndarray:
+    """One array per seed → the run's layout."""
+    return np.stack(arrays) if self.stacked else np.asarray(arrays[0])
+
+  def unstack(self, array: np.ndarray) -> list[np.ndarray]:
+    """The run's layout → one array per seed (the inverse of `stack`)."""
+    return list(array) if self.stacked else [array]
+
+  def split(self, tree: Any) -> list[Any]:
+    """A pytree in the run's layout → each seed's pytree."""
+    if not self.stacked:
+      return [tree]
+    return [jax.tree.map(lambda x, i=i: x[i], tree) for i in range(self.count)]
+
+  def path(self, path: str, index: int | str) -> str:
+    """Where seed `index` writes the file `path`: dir/seed_i/name in a K-seed run."""
+    if not self.stacked:
+      return path
+    return os.path.join(os.path.dirname(path), f'seed_{index}', os.path.basename(path))
+
+  def name(self, metric: str, index: int) -> str:
+    """Seed `index`'s value of `metric` as metrics.jsonl names it."""
+    return f'{metric}/seed_{index}' if self.stacked else metric
+
+  def scalars(self, values: dict) -> dict[str, float]:
+    """Host floats of metrics to log. One seed: as they are. K seeds (values of shape [K]): each
+    metric's mean under its own name (curves and reports read as for one run), its standard
+    deviation over seeds as 'name/std' (ddof=1) and each seed's value as 'name/seed_i'."""
+    values = jax.device_get(values)
+    if not self.stacked:
+      return {k: float(v) for k, v in values.items()}
+    scalars = {}
+    for name, value in values.items():
+      value = np.asarray(value, np.float64)
+      scalars.update({name: float(value.mean()), f'{name}/std': float(value.std(ddof=1)),
+                      **{self.name(name, i): float(v) for i, v in enumerate(value)}})
+    return scalars
+
+  def merge(self, per_seed: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Each seed's host scalars (e.g. eval scores) as one run's `scalars`."""
+    if not self.stacked:
+      return dict(per_seed[0])
+    return self.scalars({k: np.array([s[k] for s in per_seed]) for k in per_seed[0]})
