@@ -5,24 +5,39 @@
 
 Several processes (hosts): the same command in each, plus --coordinator_address,
 --num_processes and --process_id, or none of them under srun or mpirun (docs/scaling.md).
+
+Exit status: 0 done; 2 bad input (one `error:` line naming the field, the workdir left as it
+was); 1 a failure: a non-finite loss, or a bug (one `error:` line with the exception's type
+and message, the traceback in workdir/error.log if the workdir holds a run, else in a
+temporary file); 128 + N stopped by signal N (a checkpoint saved to resume from).
 """
 
 import os
+import re
 import signal
 import sys
+import tempfile
+import threading
+import traceback
 
-import ml_collections
 from absl import app, flags, logging
+import ml_collections
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'A configs/*.py file, optionally ":arg".',
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+  'config', None, 'A configs/*.py file, optionally ":arg".', lock_config=True
+)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where the run writes; default workdirs/<config>.')
-_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'sample', 'bench'],
-                          'train (or resume); eval or sample the latest checkpoint; '
-                          'bench: time the step, write bench.json.')
-_COORDINATOR = flags.DEFINE_string('coordinator_address', None,
-                                   'host:port of process 0, for a run over several processes.')
+_MODE = flags.DEFINE_enum(
+  'mode',
+  'train',
+  ['train', 'eval', 'sample', 'bench'],
+  'train (or resume); eval or sample the latest checkpoint; '
+  'bench: time the step, write bench.json.',
+)
+_COORDINATOR = flags.DEFINE_string(
+  'coordinator_address', None, 'host:port of process 0, for a run over several processes.'
+)
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes of a multi-process run.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process: 0 .. num_processes - 1.')
 flags.mark_flags_as_required(['config'])
@@ -35,40 +50,150 @@ def default_workdir(config_flag: str) -> str:
   return os.path.join('workdirs', f'{name}_{arg}' if arg else name)
 
 
+def check(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """The checks that need neither the data nor a compile; bad input raises a ValueError.
+
+  The rest (the data's size and labels, the image size against the model, a workdir's
+  checkpoints) come in gan_jax/run.py, still before anything is compiled or written.
+  """
+  from gan_jax import checks
+
+  checks.check_config(config)
+  checks.check_workdir(workdir)
+
+
+def run_mode(mode: str, config: ml_collections.ConfigDict, workdir: str) -> str | None:
+  """Runs `mode`; returns the line to print, if any."""
+  from gan_jax import train
+
+  if mode == 'train':
+    train.train_and_evaluate(config, workdir)
+    return None
+  if mode == 'eval':
+    return f'eval: {train.evaluate(config, workdir)}'
+  if mode == 'sample':
+    return f'samples: {train.sample(config, workdir)}'
+  from gan_jax import bench
+
+  return f'bench: {bench.run(config, workdir)}'
+
+
 def main(argv):
   del argv
   if not flags.FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.ERROR)  # orbax logs each file it writes; tfds warns of absent data
+    # orbax logs each file it writes; tfds warns of absent data.
+    logging.set_verbosity(logging.ERROR)
   config_flag = flags.FLAGS['config'].serialize().split('=', 1)[1]
   # config_flags defers a failed load to the first use of the config: report it here.
   if not isinstance(_CONFIG.value, ml_collections.ConfigDict):
-    fail(f'--config={config_flag} could not be loaded: it must be a file with get_config()')
-  from gan_jax import parallel  # after flag parsing: importing JAX is slow and flags may be wrong
-  try:  # before anything touches the devices
-    parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  except ValueError as error:
-    fail(str(error))
-  from gan_jax import train
+    fail(
+      printable(f'--config={config_flag} could not be loaded: it must be a file with get_config()')
+    )
   workdir = _WORKDIR.value or default_workdir(config_flag)
-  print(f'workdir: {os.path.abspath(workdir)}', flush=True)
+  previous_hook = threading.excepthook
+  threading.excepthook = lambda args: _thread_failed(args, workdir)
   try:
-    if _MODE.value == 'train':
-      train.train_and_evaluate(_CONFIG.value, workdir)
-    elif _MODE.value == 'eval':
-      print(f'eval: {train.evaluate(_CONFIG.value, workdir)}')
-    elif _MODE.value == 'sample':
-      print(f'samples: {train.sample(_CONFIG.value, workdir)}')
-    else:
-      from gan_jax import bench
-      print(f'bench: {bench.run(_CONFIG.value, workdir)}')
-  except ValueError as error:
-    fail(str(error))
-  except train.NonFiniteError as error:
-    print(f'error: {error}', file=sys.stderr)
-    sys.exit(1)
-  except train.Interrupted as error:
-    print(f'stopped: {error}', file=sys.stderr)
-    sys.exit(128 + signal.Signals[error.signal_name].value)
+    from gan_jax import parallel  # after flag parsing: importing JAX is slow and flags may be wrong
+
+    # Before anything touches the devices.
+    parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    check(_CONFIG.value, workdir)
+    print(f'workdir: {os.path.abspath(workdir)}', flush=True)
+    line = run_mode(_MODE.value, _CONFIG.value, workdir)
+  except BaseException as error:  # noqa: B036  (every way out is one line and a known status)
+    if isinstance(error, SystemExit):
+      raise
+    status, line = outcome(error, workdir)
+    print(line, file=sys.stderr)
+    exit_now(status)
+  threading.excepthook = previous_hook  # from here on the process ends normally
+  if line:
+    print(line)
+
+
+def printable(text: str) -> str:
+  """`text` on one line: control characters (newlines too) escaped as repr() would."""
+  return ''.join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def one_line(error: BaseException) -> str:
+  """The first non-blank line of an exception's message, printable."""
+  return printable(next((line.strip() for line in str(error).split('\n') if line.strip()), ''))
+
+
+def holds_run(workdir: str) -> bool:
+  """Whether a run has written to `workdir` (its config or checkpoints)."""
+  return os.path.isfile(os.path.join(workdir, 'config.json')) or os.path.isdir(
+    os.path.join(workdir, 'checkpoints')
+  )
+
+
+def save_traceback(error: BaseException, workdir: str) -> str:
+  """Writes the traceback to workdir/error.log if the workdir holds a run (one that does not
+  stays as it was), else to a temporary file; returns the path."""
+  text = ''.join(traceback.format_exception(error))
+  if holds_run(workdir):
+    import jax  # imported by now: a run has started
+
+    index = jax.process_index()
+    path = os.path.join(workdir, 'error.log' if index == 0 else f'error.{index}.log')
+    with open(path, 'w') as f:
+      f.write(text)
+    return path
+  fd, path = tempfile.mkstemp(prefix='gan_jax_error_', suffix='.log')
+  with os.fdopen(fd, 'w') as f:
+    f.write(text)
+  return path
+
+
+def bug_line(error: BaseException, workdir: str) -> str:
+  """'error: Type: message (traceback: PATH)': an exception that no check foresaw."""
+  message = one_line(error)
+  try:
+    where = f' (traceback: {save_traceback(error, workdir)})'
+  except Exception:  # noqa: BLE001  (a full disk must not hide the error itself)
+    where = ''
+  return f'error: {type(error).__name__}{": " if message else ""}{message}{where}'
+
+
+def outcome(error: BaseException, workdir: str) -> tuple[int, str]:
+  """The exit status and the one stderr line of an exception that ended a run."""
+  if isinstance(error, ValueError):  # bad input, found by a check, with the data or checkpoints
+    return 2, f'error: {one_line(error)}'
+  if isinstance(error, KeyboardInterrupt):
+    return 128 + signal.SIGINT.value, 'stopped: SIGINT'
+  try:  # not before: importing it takes seconds that bad input need not wait
+    from gan_jax import train
+  except Exception:  # noqa: BLE001  (the error may be this very import)
+    return 1, bug_line(error, workdir)
+  if isinstance(error, train.Interrupted):
+    return 128 + signal.Signals[error.signal_name].value, f'stopped: {one_line(error)}'
+  if isinstance(error, train.NonFiniteError):
+    return 1, f'error: {one_line(error)}'
+  return 1, bug_line(error, workdir)
+
+
+def _thread_failed(args: threading.ExceptHookArgs, workdir: str) -> None:
+  """A background thread (a checkpoint writer) died: the run cannot go on, so it ends now."""
+  if args.exc_type is SystemExit:
+    return
+  error = args.exc_value if args.exc_value is not None else args.exc_type()
+  name = args.thread.name if args.thread else 'unknown'
+  print(
+    bug_line(error, workdir).replace('error: ', f'error: in thread {name}: ', 1), file=sys.stderr
+  )
+  exit_now(1)
+
+
+def exit_now(status: int):
+  """Ends the process at once: a thread still running (an orbax writer waiting on a closed
+  executor) must not keep a failed run alive."""
+  for stream in (sys.stdout, sys.stderr):
+    try:
+      stream.flush()
+    except (OSError, ValueError):
+      pass
+  os._exit(status)
 
 
 def fail(message: str):
@@ -77,14 +202,46 @@ def fail(message: str):
   sys.exit(2)
 
 
+def config_load_error(argv: list[str], error: Exception) -> str:
+  """One line for a config file or `--config.x=y` override that failed to load or parse."""
+  return printable(_load_error(argv, error))
+
+
+def _load_error(argv: list[str], error: Exception) -> str:
+  text = str(error)
+  config_arg = next((a for a in argv if a.startswith('--config=')), '--config')
+  # absl names the flag whose value did not parse: 'flag --config.x=y: reason'.
+  flag = next((a for a in argv if text.startswith(f'flag {a}: ')), None)
+  if flag:
+    text = text[len(f'flag {flag}: ') :]
+  lines = [line.strip() for line in text.split('\n') if line.strip()]
+  if lines and lines[0].startswith('Error whilst parsing config file'):
+    # ml_collections re-raises get_config's ValueError or TypeError with its traceback: the
+    # last line is the original 'Type: message'.
+    return f'{config_arg}: {re.sub(r"^(ValueError|TypeError): ", "", lines[-1])}'
+  reason = lines[0] if lines else type(error).__name__
+  if flag and flag.startswith('--config.'):
+    return f'{flag}: {reason}'
+  # An override of a field the config does not have: ml_collections raises the bare key.
+  if isinstance(error, (AttributeError, KeyError)):
+    key = str(error).strip('\'"')
+    for arg in argv:
+      if arg.startswith('--config.'):
+        parts = arg[len('--config.') :].split('=', 1)[0].split('.')
+        if key in parts:
+          from gan_jax import checks
+
+          field = '.'.join(parts[: parts.index(key) + 1])
+          return f'{arg}: {one_line(checks.unknown_field_error(field))}'
+  return f'{config_arg} could not be loaded ({type(error).__name__}: {reason})'
+
+
 def parse_flags(argv):
-  """absl's parser, with a config file that fails to load reported as bad input."""
+  """absl's parser, with a config file or override that fails to load reported as bad input."""
   try:
     return flags.FLAGS(argv)
   except Exception as error:  # ml_collections raises whatever get_config or its import raised
-    config_arg = next((a for a in argv if a.startswith('--config=')), '--config')
-    reason = (str(error).strip().splitlines() or [''])[0]
-    fail(f'{config_arg} could not be loaded ({type(error).__name__}: {reason})')
+    fail(config_load_error(argv, error))
 
 
 if __name__ == '__main__':

@@ -15,16 +15,17 @@ import os
 import sys
 import time
 
-import numpy as np
 from absl import app, flags, logging
+import numpy as np
 
 from gan_jax import data, train
 from gan_jax.logging import atomic_write_bytes, save_figure
 
 SYSTEMS = ('sgan', 'sgan_baseline')
 
-_BUDGETS = flags.DEFINE_list('budgets', ['20', '50', '100', '1000'],
-                             'Label budgets: multiples of the number of classes.')
+_BUDGETS = flags.DEFINE_list(
+  'budgets', ['20', '50', '100', '1000'], 'Label budgets: multiples of the number of classes.'
+)
 _SEEDS = flags.DEFINE_integer('seeds', 3, 'Seeds 0 .. seeds-1 per budget and system.')
 _OUT = flags.DEFINE_string('out', 'workdirs/study', 'Where the runs, table and plot go.')
 _STEPS = flags.DEFINE_integer('steps', 0, 'Overrides train.num_steps of both configs; 0 = theirs.')
@@ -57,10 +58,11 @@ def check_budgets(budgets, seeds: int, variant: str) -> None:
   if seeds < 1:
     raise ValueError(f'seeds={seeds} must be >= 1')
   config = run_config(SYSTEMS[0], budgets[0], 0, variant)
-  _, labels = data.load_split(config.data.name, 'train', config.data.data_dir or None)
+  dataset = data.open_dataset(config.data)
+  _, labels = dataset.split('train')
   for budget in budgets:
     for seed in range(seeds):
-      data.labeled_subset(labels, budget, data.DATASETS[config.data.name], seed)
+      data.labeled_subset(labels, budget, dataset.num_classes, seed)
 
 
 def run_one(config, workdir: str) -> tuple[dict, float | None]:
@@ -84,7 +86,9 @@ def summarize(results: list[dict], budgets) -> list[dict]:
   for budget in budgets:
     row = {'budget': budget}
     for system in SYSTEMS:
-      accuracies = [r['d_test_accuracy'] for r in results if r['budget'] == budget and r['system'] == system]
+      accuracies = [
+        r['d_test_accuracy'] for r in results if r['budget'] == budget and r['system'] == system
+      ]
       row[f'{system}_mean'] = float(np.mean(accuracies))
       row[f'{system}_std'] = float(np.std(accuracies, ddof=1)) if len(accuracies) > 1 else 0.0
       row[f'{system}_n'] = len(accuracies)
@@ -104,30 +108,53 @@ def command(budgets, seeds: int, out: str, steps: int, variant: str) -> str:
 
 
 def markdown_table(rows: list[dict], dataset: str, num_steps: int, command_line: str) -> str:
-  percent = lambda row, system: f'{100 * row[f"{system}_mean"]:.2f} ± {100 * row[f"{system}_std"]:.2f}'
-  lines = [f'# SGAN label-budget study ({dataset}, {num_steps} steps)', '',
-           f'`{command_line}`', '',
-           "Test accuracy (%) of D's class head on the test split, mean ± std over seeds "
-           '(sample std); gain = SGAN − baseline, in points.', '',
-           '| labels | seeds | SGAN | baseline | gain |', '|---|---|---|---|---|']
-  lines += [f'| {r["budget"]} | {r["sgan_n"]} | {percent(r, "sgan")} | {percent(r, "sgan_baseline")} '
-            f'| {100 * r["gain"]:+.2f} |' for r in rows]
+  percent = lambda row, system: (
+    f'{100 * row[f"{system}_mean"]:.2f} ± {100 * row[f"{system}_std"]:.2f}'
+  )
+  lines = [
+    f'# SGAN label-budget study ({dataset}, {num_steps} steps)',
+    '',
+    f'`{command_line}`',
+    '',
+    "Test accuracy (%) of D's class head on the test split, mean ± std over seeds "
+    '(sample std); gain = SGAN − baseline, in points.',
+    '',
+    '| labels | seeds | SGAN | baseline | gain |',
+    '|---|---|---|---|---|',
+  ]
+  lines += [
+    f'| {r["budget"]} | {r["sgan_n"]} | {percent(r, "sgan")} | {percent(r, "sgan_baseline")} '
+    f'| {100 * r["gain"]:+.2f} |'
+    for r in rows
+  ]
   return '\n'.join(lines) + '\n'
 
 
 def plot(rows: list[dict], path: str) -> None:
   """Accuracy against the label budget (log x), error bars of one std."""
   import matplotlib  # here, not at the top: slow to import
+
   matplotlib.use('Agg')
   from matplotlib import pyplot as plt
 
   figure, ax = plt.subplots(figsize=(5, 3.5))
   budgets = [r['budget'] for r in rows]
   for system, label in zip(SYSTEMS, ('SGAN', 'baseline (labels only)')):
-    ax.errorbar(budgets, [100 * r[f'{system}_mean'] for r in rows],
-                yerr=[100 * r[f'{system}_std'] for r in rows], marker='o', capsize=3, label=label)
-  ax.set(xscale='log', xlabel='labeled examples', ylabel='test accuracy (%)', xticks=budgets,
-         xticklabels=[str(b) for b in budgets])
+    ax.errorbar(
+      budgets,
+      [100 * r[f'{system}_mean'] for r in rows],
+      yerr=[100 * r[f'{system}_std'] for r in rows],
+      marker='o',
+      capsize=3,
+      label=label,
+    )
+  ax.set(
+    xscale='log',
+    xlabel='labeled examples',
+    ylabel='test accuracy (%)',
+    xticks=budgets,
+    xticklabels=[str(b) for b in budgets],
+  )
   ax.legend()
   save_figure(figure, path)
 
@@ -146,16 +173,31 @@ def run_study(budgets, seeds: int, out: str, steps: int = 0, variant: str = '') 
         scores, seconds = run_one(config, os.path.join(out, name))
         done = 'done before' if seconds is None else f'{seconds:.0f} s'
         print(f'{name}: d_test_accuracy {scores["d_test_accuracy"]:.4f} ({done})', flush=True)
-        results.append({'name': name, 'system': system, 'budget': budget, 'seed': seed,
-                        'd_test_accuracy': scores['d_test_accuracy'], 'step': scores['step'],
-                        'seconds': seconds})
+        results.append(
+          {
+            'name': name,
+            'system': system,
+            'budget': budget,
+            'seed': seed,
+            'd_test_accuracy': scores['d_test_accuracy'],
+            'step': scores['step'],
+            'seconds': seconds,
+          }
+        )
   rows = summarize(results, budgets)
   command_line = command(budgets, seeds, out, steps, variant)
   table = markdown_table(rows, config.data.name, config.train.num_steps, command_line)
   atomic_write_bytes(os.path.join(out, 'study.md'), table.encode())
   plot(rows, os.path.join(out, 'study.png'))
-  summary = {'command': command_line, 'dataset': config.data.name, 'num_steps': config.train.num_steps,
-             'config_variant': variant, 'seeds': seeds, 'rows': rows, 'runs': results}
+  summary = {
+    'command': command_line,
+    'dataset': config.data.name,
+    'num_steps': config.train.num_steps,
+    'config_variant': variant,
+    'seeds': seeds,
+    'rows': rows,
+    'runs': results,
+  }
   atomic_write_bytes(os.path.join(out, 'study.json'), json.dumps(summary, indent=2).encode())
   return rows
 

@@ -25,8 +25,8 @@ import traceback
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
-
 import torch_reference  # noqa: E402
+
 from gan_jax import bench  # noqa: E402
 
 
@@ -40,8 +40,9 @@ def warm_up(timer, per_call: int = 1, calls: int = 3) -> float:
   return min(timer(per_call) for _ in range(calls)) / per_call
 
 
-def compare_mode(jax_step, torch_step, pairs: int, trial_seconds: float, flops: float,
-                 roofline: float, label: str) -> dict:
+def compare_mode(
+  jax_step, torch_step, pairs: int, trial_seconds: float, flops: float, roofline: float, label: str
+) -> dict:
   """`pairs` interleaved (JAX, torch) trials; per-pair rates, ratios and roofline fractions."""
   per_call = jax_step.steps_per_call
   jax_steps = steps_for(warm_up(jax_step.time_steps, per_call), trial_seconds, per_call)
@@ -50,17 +51,31 @@ def compare_mode(jax_step, torch_step, pairs: int, trial_seconds: float, flops: 
   for k in range(pairs):
     jax_rate = jax_steps / jax_step.time_steps(jax_steps)
     torch_rate = torch_steps / torch_step.time_steps(torch_steps)
-    row = {'jax_steps_per_s': jax_rate, 'torch_steps_per_s': torch_rate,
-           'ratio': jax_rate / torch_rate, 'roofline_fraction': flops * jax_rate / 1e9 / roofline,
-           'load_average': os.getloadavg()[0]}
+    row = {
+      'jax_steps_per_s': jax_rate,
+      'torch_steps_per_s': torch_rate,
+      'ratio': jax_rate / torch_rate,
+      'roofline_fraction': flops * jax_rate / 1e9 / roofline,
+      'load_average': os.getloadavg()[0],
+    }
     rows.append(row)
-    print(f'  {label} pair {k + 1}/{pairs}: JAX {jax_rate:6.2f} steps/s, torch {torch_rate:6.2f} '
-          f'steps/s, ratio {row["ratio"]:.2f}, JAX at {100 * row["roofline_fraction"]:.1f}% '
-          f'of roofline (load {row["load_average"]:.2f})', flush=True)
-  summary = {key: bench.spread([r[key] for r in rows])
-             for key in ('jax_steps_per_s', 'torch_steps_per_s', 'ratio', 'roofline_fraction')}
-  return {'status': 'ok', 'jax_steps_per_trial': jax_steps, 'torch_steps_per_trial': torch_steps,
-          'pairs': rows, **summary}
+    print(
+      f'  {label} pair {k + 1}/{pairs}: JAX {jax_rate:6.2f} steps/s, torch {torch_rate:6.2f} '
+      f'steps/s, ratio {row["ratio"]:.2f}, JAX at {100 * row["roofline_fraction"]:.1f}% '
+      f'of roofline (load {row["load_average"]:.2f})',
+      flush=True,
+    )
+  summary = {
+    key: bench.spread([r[key] for r in rows])
+    for key in ('jax_steps_per_s', 'torch_steps_per_s', 'ratio', 'roofline_fraction')
+  }
+  return {
+    'status': 'ok',
+    'jax_steps_per_trial': jax_steps,
+    'torch_steps_per_trial': torch_steps,
+    'pairs': rows,
+    **summary,
+  }
 
 
 def compare_system(system: str, modes: list[str], args) -> dict:
@@ -69,18 +84,32 @@ def compare_system(system: str, modes: list[str], args) -> dict:
   config.train.steps_per_call = args.steps_per_call
   start = time.perf_counter()
   jax_step = bench.StepBench(config)
-  print(f'{system}: JAX step compiled in {time.perf_counter() - start:.1f} s, '
-        f'{jax_step.flops_per_step / 1e9:.2f} GFLOP/step (XLA cost analysis)', flush=True)
+  print(
+    f'{system}: JAX step compiled in {time.perf_counter() - start:.1f} s, '
+    f'{jax_step.flops_per_step / 1e9:.2f} GFLOP/step (XLA cost analysis)',
+    flush=True,
+  )
   roofline = bench.roofline_gflops()
   print(f'{system}: matmul roofline {roofline:.1f} GFLOP/s', flush=True)
-  result = {'flops_per_step': jax_step.flops_per_step, 'roofline_gflops_per_s': roofline,
-            'jax_compile_seconds': jax_step.lower_seconds + jax_step.compile_seconds, 'modes': {}}
+  result = {
+    'flops_per_step': jax_step.flops_per_step,
+    'roofline_gflops_per_s': roofline,
+    'jax_compile_seconds': jax_step.lower_seconds + jax_step.compile_seconds,
+    'modes': {},
+  }
   for mode in modes:
     label = f'{system} {mode}'
     try:
       torch_step = torch_reference.TorchStep(system, mode, args.device, args.batch_size)
-      result['modes'][mode] = compare_mode(jax_step, torch_step, args.pairs, args.trial_seconds,
-                                           jax_step.flops_per_step, roofline, label)
+      result['modes'][mode] = compare_mode(
+        jax_step,
+        torch_step,
+        args.pairs,
+        args.trial_seconds,
+        jax_step.flops_per_step,
+        roofline,
+        label,
+      )
     except Exception as error:  # torch.compile fails in many ways (compiler, backend, mode)
       reason = (str(error).strip().splitlines() or [''])[0][:300]
       print(f'  {label}: failed ({type(error).__name__}: {reason})', flush=True)
@@ -90,40 +119,60 @@ def compare_system(system: str, modes: list[str], args) -> dict:
 
 
 def format_summary(results: dict) -> str:
-  lines = [f'{"system":<7} {"torch mode":<28} {"JAX steps/s":>11} {"torch steps/s":>13} '
-           f'{"JAX/torch min / median / max":>29} {"JAX % roofline":>14}']
+  lines = [
+    f'{"system":<7} {"torch mode":<28} {"JAX steps/s":>11} {"torch steps/s":>13} '
+    f'{"JAX/torch min / median / max":>29} {"JAX % roofline":>14}'
+  ]
   for system, result in results.items():
     for mode, r in result['modes'].items():
       if r['status'] != 'ok':
         lines.append(f'{system:<7} {mode:<28} failed: {r["error"][:60]}')
         continue
       ratio = r['ratio']
-      lines.append(f'{system:<7} {mode:<28} {r["jax_steps_per_s"]["median"]:>11.2f} '
-                   f'{r["torch_steps_per_s"]["median"]:>13.2f} '
-                   f'{ratio["min"]:>11.2f} / {ratio["median"]:.2f} / {ratio["max"]:.2f}'
-                   f'{100 * r["roofline_fraction"]["median"]:>14.1f}')
+      lines.append(
+        f'{system:<7} {mode:<28} {r["jax_steps_per_s"]["median"]:>11.2f} '
+        f'{r["torch_steps_per_s"]["median"]:>13.2f} '
+        f'{ratio["min"]:>11.2f} / {ratio["median"]:.2f} / {ratio["max"]:.2f}'
+        f'{100 * r["roofline_fraction"]["median"]:>14.1f}'
+      )
   return '\n'.join(lines)
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--systems', default='sgan,dcgan')
-  parser.add_argument('--modes', default='eager,default,max-autotune-no-cudagraphs',
-                      help=f'torch modes, of: {", ".join(torch_reference.MODES)}')
+  parser.add_argument(
+    '--modes',
+    default='eager,default,max-autotune-no-cudagraphs',
+    help=f'torch modes, of: {", ".join(torch_reference.MODES)}',
+  )
   parser.add_argument('--pairs', type=int, default=5)
   parser.add_argument('--batch_size', type=int, default=64)
-  parser.add_argument('--steps_per_call', type=int, default=1,
-                      help="gan_jax's train.steps_per_call (steps per jitted call, a lax.scan)")
-  parser.add_argument('--trial_seconds', type=float, default=2.0,
-                      help='each trial runs about this long (steps sized from the warm-up)')
-  parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu',
-                      help='torch device; JAX uses its default backend')
+  parser.add_argument(
+    '--steps_per_call',
+    type=int,
+    default=1,
+    help="gan_jax's train.steps_per_call (steps per jitted call, a lax.scan)",
+  )
+  parser.add_argument(
+    '--trial_seconds',
+    type=float,
+    default=2.0,
+    help='each trial runs about this long (steps sized from the warm-up)',
+  )
+  parser.add_argument(
+    '--device',
+    default='cuda' if torch.cuda.is_available() else 'cpu',
+    help='torch device; JAX uses its default backend',
+  )
   parser.add_argument('--threads', type=int, default=0, help='torch threads; 0: the CPUs available')
   parser.add_argument('--out', default='compare.json')
   args = parser.parse_args()
   systems, modes = args.systems.split(','), args.modes.split(',')
-  for name, values, valid in (('systems', systems, torch_reference.SYSTEMS),
-                              ('modes', modes, torch_reference.MODES)):
+  for name, values, valid in (
+    ('systems', systems, torch_reference.SYSTEMS),
+    ('modes', modes, torch_reference.MODES),
+  ):
     if not set(values) <= set(valid):
       parser.error(f'--{name}={",".join(values)}: valid are {", ".join(valid)}')
   if args.pairs < 1:
@@ -131,14 +180,22 @@ def main():
 
   threads = torch_reference.set_threads(args.threads)
   # OMP_WAIT_POLICY decides whether torch's idle threads spin, which matters on a shared CPU.
-  machine = {**bench.machine(), 'torch': torch.__version__, 'torch_device': args.device,
-             'torch_threads': threads, 'omp_wait_policy': os.environ.get('OMP_WAIT_POLICY', '')}
+  machine = {
+    **bench.machine(),
+    'torch': torch.__version__,
+    'torch_device': args.device,
+    'torch_threads': threads,
+    'omp_wait_policy': os.environ.get('OMP_WAIT_POLICY', ''),
+  }
   print(f'machine: {machine}', flush=True)
   results = {system: compare_system(system, modes, args) for system in systems}
   machine['load_average_after'] = os.getloadavg()
   with open(args.out, 'w') as f:
-    json.dump({'machine': machine, 'batch_size': args.batch_size, 'pairs': args.pairs,
-               'results': results}, f, indent=2)
+    json.dump(
+      {'machine': machine, 'batch_size': args.batch_size, 'pairs': args.pairs, 'results': results},
+      f,
+      indent=2,
+    )
   print(format_summary(results))
   print(f'written: {args.out}')
 

@@ -12,14 +12,15 @@ resident on the device and batches are gathered there; nothing is read back per 
 """
 
 import argparse
+from collections.abc import Callable
 import os
 import statistics
 import time
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+import torch.nn.functional as F
 
 SYSTEMS = ('sgan', 'dcgan')
 # 'eager', or a torch.compile mode ('default' is torch.compile's own default).
@@ -49,11 +50,17 @@ class SGANGenerator(nn.Module):
     self.dense = nn.Linear(LATENT_DIM, 128 * 8 * 8)
     self.norm0 = batch_norm_2d(128)
     self.blocks = nn.Sequential(
-        nn.Upsample(scale_factor=2, mode='nearest'), nn.Conv2d(128, 128, 3, padding=1, bias=False),
-        batch_norm_2d(128), nn.LeakyReLU(0.2),
-        nn.Upsample(scale_factor=2, mode='nearest'), nn.Conv2d(128, 64, 3, padding=1, bias=False),
-        batch_norm_2d(64), nn.LeakyReLU(0.2),
-        nn.Conv2d(64, 1, 3, padding=1), nn.Tanh())
+      nn.Upsample(scale_factor=2, mode='nearest'),
+      nn.Conv2d(128, 128, 3, padding=1, bias=False),
+      batch_norm_2d(128),
+      nn.LeakyReLU(0.2),
+      nn.Upsample(scale_factor=2, mode='nearest'),
+      nn.Conv2d(128, 64, 3, padding=1, bias=False),
+      batch_norm_2d(64),
+      nn.LeakyReLU(0.2),
+      nn.Conv2d(64, 1, 3, padding=1),
+      nn.Tanh(),
+    )
 
   def forward(self, z):
     return self.blocks(self.norm0(self.dense(z).view(-1, 128, 8, 8)))
@@ -67,8 +74,11 @@ class SGANDiscriminator(nn.Module):
     super().__init__()
     layers, channels = [], 1
     for i, features in enumerate((16, 32, 64, 128)):
-      layers += [nn.Conv2d(channels, features, 3, stride=2, padding=1), nn.LeakyReLU(0.2),
-                 nn.Dropout(0.25)]
+      layers += [
+        nn.Conv2d(channels, features, 3, stride=2, padding=1),
+        nn.LeakyReLU(0.2),
+        nn.Dropout(0.25),
+      ]
       if i:
         layers.append(batch_norm_2d(features))
       channels = features
@@ -86,15 +96,21 @@ class DCGANGenerator(nn.Module):
     super().__init__()
     # gan_jax normalises the dense output per feature (before the reshape): BatchNorm1d.
     self.dense = nn.Sequential(
-        nn.Linear(LATENT_DIM, 7 * 7 * 256, bias=False),
-        nn.BatchNorm1d(7 * 7 * 256, eps=1e-5, momentum=0.1), nn.LeakyReLU(0.2))
+      nn.Linear(LATENT_DIM, 7 * 7 * 256, bias=False),
+      nn.BatchNorm1d(7 * 7 * 256, eps=1e-5, momentum=0.1),
+      nn.LeakyReLU(0.2),
+    )
     # padding 2 (+ output_padding 1 at stride 2) gives flax's 'SAME' output sizes: 7, 14, 28.
     self.convs = nn.Sequential(
-        nn.ConvTranspose2d(256, 128, 5, 1, padding=2, bias=False), batch_norm_2d(128),
-        nn.LeakyReLU(0.2),
-        nn.ConvTranspose2d(128, 64, 5, 2, padding=2, output_padding=1, bias=False),
-        batch_norm_2d(64), nn.LeakyReLU(0.2),
-        nn.ConvTranspose2d(64, 1, 5, 2, padding=2, output_padding=1), nn.Tanh())
+      nn.ConvTranspose2d(256, 128, 5, 1, padding=2, bias=False),
+      batch_norm_2d(128),
+      nn.LeakyReLU(0.2),
+      nn.ConvTranspose2d(128, 64, 5, 2, padding=2, output_padding=1, bias=False),
+      batch_norm_2d(64),
+      nn.LeakyReLU(0.2),
+      nn.ConvTranspose2d(64, 1, 5, 2, padding=2, output_padding=1),
+      nn.Tanh(),
+    )
 
   def forward(self, z):
     return self.convs(self.dense(z).view(-1, 256, 7, 7))
@@ -106,9 +122,15 @@ class DCGANDiscriminator(nn.Module):
   def __init__(self):
     super().__init__()
     self.net = nn.Sequential(
-        nn.Conv2d(1, 64, 5, 2, padding=2), nn.LeakyReLU(0.2), nn.Dropout(0.3),
-        nn.Conv2d(64, 128, 5, 2, padding=2), nn.LeakyReLU(0.2), nn.Dropout(0.3),
-        nn.Flatten(), nn.Linear(128 * 7 * 7, 1))
+      nn.Conv2d(1, 64, 5, 2, padding=2),
+      nn.LeakyReLU(0.2),
+      nn.Dropout(0.3),
+      nn.Conv2d(64, 128, 5, 2, padding=2),
+      nn.LeakyReLU(0.2),
+      nn.Dropout(0.3),
+      nn.Flatten(),
+      nn.Linear(128 * 7 * 7, 1),
+    )
 
   def forward(self, x):
     return self.net(x)
@@ -122,8 +144,11 @@ def log_p_real(logits):
 def sgan_d_loss(d, real, fake, labeled, labels):
   """sgan_labeled + sgan_real + sgan_fake; one D pass per input (BatchNorm), in gan_jax's order."""
   fake_logits, labeled_logits, real_logits = d(fake), d(labeled), d(real)
-  return (F.cross_entropy(labeled_logits, labels) - log_p_real(real_logits).mean()
-          - torch.log_softmax(fake_logits, 1)[:, -1].mean())
+  return (
+    F.cross_entropy(labeled_logits, labels)
+    - log_p_real(real_logits).mean()
+    - torch.log_softmax(fake_logits, 1)[:, -1].mean()
+  )
 
 
 def sgan_g_loss(d, fake):
@@ -133,8 +158,9 @@ def sgan_g_loss(d, fake):
 def dcgan_d_loss(d, real, fake):
   """bce_real + bce_fake; D has no BatchNorm, so real and fake go through it in one pass."""
   fake_logits, real_logits = d(torch.cat([fake, real])).squeeze(1).split(len(fake))
-  return (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
-          + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
+  return F.binary_cross_entropy_with_logits(
+    real_logits, torch.ones_like(real_logits)
+  ) + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
 
 
 def dcgan_g_loss(d, fake):
@@ -152,16 +178,17 @@ class Arch(NamedTuple):
 
 
 ARCHS = {
-    'sgan': Arch(SGANGenerator, SGANDiscriminator, sgan_d_loss, sgan_g_loss, 32, True),
-    'dcgan': Arch(DCGANGenerator, DCGANDiscriminator, dcgan_d_loss, dcgan_g_loss, 28, False),
+  'sgan': Arch(SGANGenerator, SGANDiscriminator, sgan_d_loss, sgan_g_loss, 32, True),
+  'dcgan': Arch(DCGANGenerator, DCGANDiscriminator, dcgan_d_loss, dcgan_g_loss, 28, False),
 }
 
 
 class TorchStep:
   """One system's training step in PyTorch, eager or under torch.compile, ready to time."""
 
-  def __init__(self, system: str, mode: str = 'eager', device: str = 'cpu', batch_size: int = 64,
-               seed: int = 0):
+  def __init__(
+    self, system: str, mode: str = 'eager', device: str = 'cpu', batch_size: int = 64, seed: int = 0
+  ):
     if system not in ARCHS:
       raise ValueError(f'system={system!r} is not valid; valid choices: {", ".join(SYSTEMS)}')
     if mode not in MODES:
@@ -178,8 +205,9 @@ class TorchStep:
     self.g_opt = torch.optim.Adam(self.g.parameters(), **adam)
     self.d_opt = torch.optim.Adam(self.d.parameters(), **adam)
     # Resident data, as gan_jax's: uint8 images and labels, a labeled subset of 100.
-    self.images = torch.randint(0, 256, (POOL_SIZE, 1, size, size), dtype=torch.uint8,
-                                device=self.device)
+    self.images = torch.randint(
+      0, 256, (POOL_SIZE, 1, size, size), dtype=torch.uint8, device=self.device
+    )
     self.labels = torch.randint(0, NUM_CLASSES, (POOL_SIZE,), device=self.device)
     # The whole step is compiled: both forwards, their backwards and the Adam updates.
     self.step_fn = self._step if mode == 'eager' else torch.compile(self._step, mode=mode)
@@ -237,8 +265,10 @@ def main():
   step = TorchStep(args.system, args.mode, args.device, args.batch_size)
   start = time.perf_counter()
   step.time_steps(2)  # warm-up (and compilation)
-  print(f'torch {torch.__version__} {args.system} {args.mode} on {args.device}, {threads} threads: '
-        f'warm-up {time.perf_counter() - start:.1f} s')
+  print(
+    f'torch {torch.__version__} {args.system} {args.mode} on {args.device}, {threads} threads: '
+    f'warm-up {time.perf_counter() - start:.1f} s'
+  )
   rates = [args.steps / step.time_steps(args.steps) for _ in range(args.trials)]
   print(f'steps/s median {statistics.median(rates):.2f} [{min(rates):.2f} .. {max(rates):.2f}]')
 

@@ -1,5 +1,7 @@
 """Settings every system shares; each configs/<system>.py starts from `base()`."""
 
+from collections.abc import Collection
+
 import ml_collections
 
 from gan_jax import losses
@@ -14,12 +16,23 @@ def base() -> ml_collections.ConfigDict:
   config.num_seeds = 1
 
   config.data = ml_collections.ConfigDict()
-  config.data.name = 'mnist5k'  # embedded, offline; or 'mnist', 'fashion_mnist' from tfds
+  # Embedded, offline: 'mnist5k', or 'openmoji' (colour emoji); 'mnist' and 'fashion_mnist' if
+  # prepared by tfds; 'folder' for your own images.
+  config.data.name = 'mnist5k'
   config.data.data_dir = ''  # '' = $TFDS_DATA_DIR or ~/tensorflow_datasets
   config.data.image_size = 28
   config.data.batch_size = 64
   config.data.num_labeled = 0  # labels the semi-supervised objective may use
   config.data.labeled_batch_size = 0  # 0 = data.batch_size
+  config.data.channels = 1  # 1 (grey) or 3 (RGB): the data is converted to it
+  # data.name='folder': your own images (README "Your own images"), one subfolder per class.
+  config.data.folder = ''
+  config.data.resize = 'crop'  # to a square: centre 'crop', or 'pad' (letterbox)
+  config.data.background = (255, 255, 255)  # behind transparent pixels, and the letterbox
+  config.data.test_fraction = 0.1  # per class, seeded: the split that evaluation scores against
+  # DiffAugment (Zhao et al. 2020) of every image D sees, real and fake: a comma-separated
+  # policy of 'translation', 'cutout', 'color'; '' = off. For small data sets.
+  config.data.augment = ''
 
   config.model = ml_collections.ConfigDict()
   config.model.generator = 'dcgan'
@@ -33,6 +46,9 @@ def base() -> ml_collections.ConfigDict:
   # optimizer state, BatchNorm statistics and losses stay float32. Sampling and evaluation
   # run in float32.
   config.model.compute_dtype = 'float32'
+  # > 0: samples, grids and scores come from an exponential moving average of G's weights and
+  # BatchNorm statistics (e.g. 0.999, with a warm-up); the raw G keeps training.
+  config.model.g_ema_decay = 0.0
 
   config.loss = ml_collections.ConfigDict()
   config.loss.d_terms = {'bce_real': 1.0, 'bce_fake': 1.0}
@@ -74,9 +90,20 @@ def base() -> ml_collections.ConfigDict:
   return config
 
 
-def parse_args(arg: str | None) -> set[str]:
-  """`configs/x.py:a,b` → {'a', 'b'}: variants that combine, e.g. `gan_cls.py:bce,smoke`."""
-  return set(arg.split(',')) if arg else set()
+def parse_args(arg: str | None, valid: Collection[str]) -> set[str]:
+  """`configs/x.py:a,b` → {'a', 'b'}: variants that combine, e.g. `gan_cls.py:bce,smoke`.
+
+  `valid`: the config's variants. An unknown one is a ValueError listing them: ignored, a
+  typo would start the full run.
+  """
+  args = {a.strip() for a in arg.split(',')} - {''} if arg else set()
+  unknown = sorted(args - set(valid))
+  if unknown:
+    raise ValueError(
+      f'config variant {unknown[0]!r} is not valid; valid choices: '
+      f'{", ".join(sorted(valid)) or "none"}'
+    )
+  return args
 
 
 def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -9,9 +9,11 @@ Smoke: python launch.py --config=configs/gan.py:smoke --workdir=$(mktemp -d)
 
 from configs import default
 
+VARIANTS = ('smoke',)  # configs/gan.py:VARIANT; several combine, comma-separated
+
 
 def get_config(arg: str | None = None):
-  args = default.parse_args(arg)
+  args = default.parse_args(arg, VARIANTS)
   config = default.base()
   config.model.generator = 'mlp'
   config.model.discriminator = 'mlp'

@@ -15,9 +15,11 @@ BCE:   python launch.py --config=configs/gan_cls.py:bce
 
 from configs import default
 
+VARIANTS = ('bce', 'smoke')  # configs/gan_cls.py:VARIANT; several combine, comma-separated
+
 
 def get_config(arg: str | None = None):
-  args = default.parse_args(arg)
+  args = default.parse_args(arg, VARIANTS)
   config = default.base()
   config.model.generator = 'conditional'
   config.model.discriminator = 'matching'

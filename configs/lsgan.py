@@ -9,9 +9,11 @@ Smoke: python launch.py --config=configs/lsgan.py:smoke --workdir=$(mktemp -d)
 
 from configs import default
 
+VARIANTS = ('smoke',)  # configs/lsgan.py:VARIANT; several combine, comma-separated
+
 
 def get_config(arg: str | None = None):
-  args = default.parse_args(arg)
+  args = default.parse_args(arg, VARIANTS)
   config = default.base()
   config.train.num_steps = 3000
   config.loss.d_terms = {'lsgan_real': 1.0, 'lsgan_fake': 1.0}

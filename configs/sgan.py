@@ -13,9 +13,11 @@ rest of the embedded train split is used unlabeled. 32×32 images (MNIST centre-
 
 from configs import default
 
+VARIANTS = ('smoke',)  # configs/sgan.py:VARIANT; several combine, comma-separated
+
 
 def get_config(arg: str | None = None):
-  args = default.parse_args(arg)
+  args = default.parse_args(arg, VARIANTS)
   config = default.base()
   config.data.image_size = 32
   config.data.num_labeled = 100

@@ -15,6 +15,8 @@ Its sample grids show G at initialisation: noise, by design.
 
 from configs import sgan
 
+VARIANTS = sgan.VARIANTS
+
 
 def get_config(arg: str | None = None):
   config = sgan.get_config(arg)

@@ -38,8 +38,13 @@ from gan_jax import checks
 from gan_jax.run import Run
 from gan_jax.step import build_step
 
-DEFAULTS = {'trials': 7, 'warmup_steps': 3, 'trial_seconds': 2.0, 'steps_per_trial': 0,
-            'roofline_size': 2048}
+DEFAULTS = {
+  'trials': 7,
+  'warmup_steps': 3,
+  'trial_seconds': 2.0,
+  'steps_per_trial': 0,
+  'roofline_size': 2048,
+}
 
 
 def bench_options(config: ConfigDict) -> dict:
@@ -47,15 +52,18 @@ def bench_options(config: ConfigDict) -> dict:
   given = dict(config.get('bench', None) or {})
   unknown = sorted(set(given) - set(DEFAULTS))
   if unknown:
-    raise ValueError(f'bench.{unknown[0]} is not a bench option; valid: '
-                     f'{", ".join(sorted(DEFAULTS))}')
+    raise ValueError(
+      f'bench.{unknown[0]} is not a bench option; valid: {", ".join(sorted(DEFAULTS))}'
+    )
   options = {**DEFAULTS, **given}
   for name in ('trials', 'warmup_steps', 'roofline_size'):
     if not (isinstance(options[name], int) and options[name] >= 1):
       raise ValueError(f'bench.{name}={options[name]!r} must be an integer >= 1')
   if not (isinstance(options['steps_per_trial'], int) and options['steps_per_trial'] >= 0):
-    raise ValueError(f'bench.steps_per_trial={options["steps_per_trial"]!r} must be an integer '
-                     '>= 0 (0: sized from the warm-up)')
+    raise ValueError(
+      f'bench.steps_per_trial={options["steps_per_trial"]!r} must be an integer '
+      '>= 0 (0: sized from the warm-up)'
+    )
   if not (isinstance(options['trial_seconds'], (int, float)) and options['trial_seconds'] > 0):
     raise ValueError(f'bench.trial_seconds={options["trial_seconds"]!r} must be > 0')
   return options
@@ -88,8 +96,11 @@ class StepBench:
     self.compile_seconds = time.perf_counter() - start
     # XLA's cost analysis counts a loop's body once, whatever its trip count: FLOPs per step
     # come from the program of one step.
-    one_step = self.compiled if self.steps_per_call == 1 else step_fn.calls[1].lower(
-        self.state, self.device_data, self.watch).compile()
+    one_step = (
+      self.compiled
+      if self.steps_per_call == 1
+      else step_fn.calls[1].lower(self.state, self.device_data, self.watch).compile()
+    )
     self.flops_per_step = compiled_flops(one_step)
 
   def time_steps(self, num_steps: int) -> float:
@@ -141,10 +152,17 @@ def machine() -> dict:
   except OSError:
     pass
   device = jax.devices()[0]
-  return {'backend': jax.default_backend(), 'device_kind': device.device_kind,
-          'device_count': jax.device_count(), 'cpu': cpu, 'cpu_count': os.cpu_count(),
-          'jax': jax.__version__, 'python': platform.python_version(),
-          'xla_flags': os.environ.get('XLA_FLAGS', ''), 'load_average': os.getloadavg()}
+  return {
+    'backend': jax.default_backend(),
+    'device_kind': device.device_kind,
+    'device_count': jax.device_count(),
+    'cpu': cpu,
+    'cpu_count': os.cpu_count(),
+    'jax': jax.__version__,
+    'python': platform.python_version(),
+    'xla_flags': os.environ.get('XLA_FLAGS', ''),
+    'load_average': os.getloadavg(),
+  }
 
 
 def single_seed(config: ConfigDict) -> ConfigDict:
@@ -170,7 +188,9 @@ def run(config: ConfigDict, workdir: str) -> str:
     steps = options['steps_per_trial'] or round(options['trial_seconds'] / min(warmups[-1]))
     sizes.append(max(1, round(steps / per_call)) * per_call)  # whole calls
   # One trial of each step in turn: a change of the machine's load hits both alike.
-  trials = [[bench.time_steps(n) for bench, n in zip(benches, sizes)] for _ in range(options['trials'])]
+  trials = [
+    [bench.time_steps(n) for bench, n in zip(benches, sizes)] for _ in range(options['trials'])
+  ]
   step, warmup, steps, seconds = benches[0], warmups[0], sizes[0], [t[0] for t in trials]
   steps_per_s = [steps / s for s in seconds]
   roofline = roofline_gflops(options['roofline_size'])
@@ -178,29 +198,44 @@ def run(config: ConfigDict, workdir: str) -> str:
   median = statistics.median(steps_per_s)
   gflops = step.flops_per_step * median / 1e9
   result = {
-      'config': {'generator': config.model.generator, 'discriminator': config.model.discriminator,
-                 'batch_size': config.data.batch_size, 'd_steps': config.train.d_steps,
-                 'image_size': config.data.image_size, 'num_seeds': config.num_seeds},
-      'steps_per_call': per_call,
-      'lower_seconds': step.lower_seconds, 'compile_seconds': step.compile_seconds,
-      'warmup_step_seconds': warmup,
-      'trials': options['trials'], 'steps_per_trial': steps, 'trial_seconds': seconds,
-      'steps_per_s': spread(steps_per_s),
-      'ms_per_step': spread([1e3 / v for v in steps_per_s]),
-      'images_per_step': step.images_per_step,
-      'images_per_s': spread([v * step.images_per_step for v in steps_per_s]),
-      'flops_per_step': step.flops_per_step, 'gflops_per_s': gflops,
-      'roofline': {'matmul_size': options['roofline_size'], 'gflops_per_s': roofline,
-                   'fraction': gflops / roofline},
-      'machine': {**machine(), 'load_average_before': load_before},
+    'config': {
+      'generator': config.model.generator,
+      'discriminator': config.model.discriminator,
+      'batch_size': config.data.batch_size,
+      'd_steps': config.train.d_steps,
+      'image_size': config.data.image_size,
+      'num_seeds': config.num_seeds,
+    },
+    'steps_per_call': per_call,
+    'lower_seconds': step.lower_seconds,
+    'compile_seconds': step.compile_seconds,
+    'warmup_step_seconds': warmup,
+    'trials': options['trials'],
+    'steps_per_trial': steps,
+    'trial_seconds': seconds,
+    'steps_per_s': spread(steps_per_s),
+    'ms_per_step': spread([1e3 / v for v in steps_per_s]),
+    'images_per_step': step.images_per_step,
+    'images_per_s': spread([v * step.images_per_step for v in steps_per_s]),
+    'flops_per_step': step.flops_per_step,
+    'gflops_per_s': gflops,
+    'roofline': {
+      'matmul_size': options['roofline_size'],
+      'gflops_per_s': roofline,
+      'fraction': gflops / roofline,
+    },
+    'machine': {**machine(), 'load_average_before': load_before},
   }
   if len(benches) > 1:
     single = benches[1]
     single_images_per_s = [sizes[1] / t[1] * single.images_per_step for t in trials]
     result['single_seed'] = {
-        'compile_seconds': single.compile_seconds, 'steps_per_trial': sizes[1],
-        'trial_seconds': [t[1] for t in trials], 'images_per_s': spread(single_images_per_s),
-        'speedup': result['images_per_s']['median'] / statistics.median(single_images_per_s)}
+      'compile_seconds': single.compile_seconds,
+      'steps_per_trial': sizes[1],
+      'trial_seconds': [t[1] for t in trials],
+      'images_per_s': spread(single_images_per_s),
+      'speedup': result['images_per_s']['median'] / statistics.median(single_images_per_s),
+    }
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, 'bench.json')
   with open(path, 'w') as f:
@@ -214,26 +249,45 @@ def format_table(result: dict) -> str:
   c, m, roof = result['config'], result['machine'], result['roofline']
   fmt = lambda s, f: f'{s["median"]:{f}}  [{s["min"]:{f}} .. {s["max"]:{f}}]'
   rows = [
-      ('system', f'G={c["generator"]} D={c["discriminator"]} batch={c["batch_size"]} '
-                 f'd_steps={c["d_steps"]} image={c["image_size"]} seeds={c["num_seeds"]}'),
-      ('device', f'{m["backend"]} {m["device_kind"]} x{m["device_count"]} ({m["cpu"]}, '
-                 f'{m["cpu_count"]} CPUs, load {m["load_average"][0]:.2f})'),
-      ('compile', f'lower {result["lower_seconds"]:.2f} s, '
-                  f'compile {result["compile_seconds"]:.2f} s'),
-      ('trials', f'{result["trials"]} x {result["steps_per_trial"]} steps (median [min .. max])'),
-      ('steps/s', fmt(result['steps_per_s'], '.2f')),
-      ('ms/step', fmt(result['ms_per_step'], '.1f')),
-      ('images/s', fmt(result['images_per_s'], '.0f')),
-      ('GFLOP/step', f'{result["flops_per_step"] / 1e9:.2f} (XLA cost analysis)'),
-      ('GFLOP/s', f'{result["gflops_per_s"]:.1f}'),
-      ('roofline', f'{roof["gflops_per_s"]:.1f} GFLOP/s ({roof["matmul_size"]}^2 f32 matmul), '
-                   f'step at {100 * roof["fraction"]:.1f}%'),
+    (
+      'system',
+      f'G={c["generator"]} D={c["discriminator"]} batch={c["batch_size"]} '
+      f'd_steps={c["d_steps"]} image={c["image_size"]} seeds={c["num_seeds"]}',
+    ),
+    (
+      'device',
+      f'{m["backend"]} {m["device_kind"]} x{m["device_count"]} ({m["cpu"]}, '
+      f'{m["cpu_count"]} CPUs, load {m["load_average"][0]:.2f})',
+    ),
+    (
+      'compile',
+      f'lower {result["lower_seconds"]:.2f} s, compile {result["compile_seconds"]:.2f} s',
+    ),
+    ('trials', f'{result["trials"]} x {result["steps_per_trial"]} steps (median [min .. max])'),
+    ('steps/s', fmt(result['steps_per_s'], '.2f')),
+    ('ms/step', fmt(result['ms_per_step'], '.1f')),
+    ('images/s', fmt(result['images_per_s'], '.0f')),
+    ('GFLOP/step', f'{result["flops_per_step"] / 1e9:.2f} (XLA cost analysis)'),
+    ('GFLOP/s', f'{result["gflops_per_s"]:.1f}'),
+    (
+      'roofline',
+      f'{roof["gflops_per_s"]:.1f} GFLOP/s ({roof["matmul_size"]}^2 f32 matmul), '
+      f'step at {100 * roof["fraction"]:.1f}%',
+    ),
   ]
   if 'single_seed' in result:
     single = result['single_seed']
-    rows += [('1 seed', f'{fmt(single["images_per_s"], ".0f")} images/s (trials alternating with '
-                        f'the {c["num_seeds"]}-seed step\'s)'),
-             ('seeds', f'{c["num_seeds"]} seeds in one step: {single["speedup"]:.2f}x the images/s '
-                       f'of {c["num_seeds"]} single-seed runs in turn')]
+    rows += [
+      (
+        '1 seed',
+        f'{fmt(single["images_per_s"], ".0f")} images/s (trials alternating with '
+        f"the {c['num_seeds']}-seed step's)",
+      ),
+      (
+        'seeds',
+        f'{c["num_seeds"]} seeds in one step: {single["speedup"]:.2f}x the images/s '
+        f'of {c["num_seeds"]} single-seed runs in turn',
+      ),
+    ]
   width = max(len(k) for k, _ in rows)
   return '\n'.join(f'{k:<{width}}  {v}' for k, v in rows)

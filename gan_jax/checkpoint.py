@@ -22,12 +22,13 @@ class Checkpointer:
   def __init__(self, workdir: str, max_to_keep: int = 3):
     self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
     self.manager = ocp.CheckpointManager(
-        self.directory,
-        # create=False: opening a workdir writes nothing (bad input must leave it untouched);
-        # the training loop creates the directory once every check has passed.
-        # No cleanup of unfinished saves here: it would run in a background thread and change
-        # the workdir before the input is known to be good (see remove_unfinished).
-        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=False))
+      self.directory,
+      # create=False: opening a workdir writes nothing (bad input must leave it untouched);
+      # the training loop creates the directory once every check has passed.
+      # No cleanup of unfinished saves here: it would run in a background thread and change
+      # the workdir before the input is known to be good (see remove_unfinished).
+      options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=False),
+    )
 
   def remove_unfinished(self) -> None:
     """Deletes the temporary directories of saves that a killed process left unfinished."""
@@ -44,8 +45,10 @@ class Checkpointer:
     step = int(np.asarray(jax.device_get(state.step)).flat[0])
     if step in self.manager.all_steps():
       return
-    self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+    self.manager.save(
+      step,
+      args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+    )
 
   def restore_meta(self, step: int) -> dict:
     return self._restore(step, meta=ocp.args.JsonRestore())['meta']
@@ -60,9 +63,10 @@ class Checkpointer:
     except Exception as error:  # orbax raises many types for damaged files; all mean the same here
       reason = (str(error).strip().splitlines() or [''])[0].split(' See ')[0][:160]
       raise ValueError(
-          f'checkpoint {os.path.join(self.directory, str(step))} cannot be read '
-          f'({type(error).__name__}: {reason}); move it away to resume from an earlier one, '
-          'or use another workdir') from error
+        f'checkpoint {os.path.join(self.directory, str(step))} cannot be read '
+        f'({type(error).__name__}: {reason}); move it away to resume from an earlier one, '
+        'or use another workdir'
+      ) from error
 
   def wait(self) -> None:
     self.manager.wait_until_finished()

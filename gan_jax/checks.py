@@ -1,81 +1,141 @@
-"""Bad input caught before anything is compiled or written: one line naming the field."""
+"""Bad input caught before anything is compiled or written: one line naming the field.
 
+Every config field has a declared domain in `FIELDS` (type, range or choices), checked by one
+generic checker; a field the table does not know is an error. The relations between fields
+follow in `check_config`, those with the data in `check_data` (once it is loaded), and the
+image size against the model in `check_image_shape`.
+"""
+
+from collections.abc import Mapping
 import json
 import os
 import tempfile
-from typing import Any, Mapping
+from typing import Any
 
 import jax
 from ml_collections import ConfigDict
 
-from gan_jax import data, losses, models
-from gan_jax.state import OPTIMIZERS
+from gan_jax import losses
+from gan_jax.fields import INT32_MAX, check_fields, show
 
-UPDATE_ORDERS = ('alternating', 'simultaneous')
-ON_NONFINITE = ('stop', 'rollback')
-COMPUTE_DTYPES = ('float32', 'bfloat16')
 # What a resumed run may change: how long it runs and what it writes, not what it trains.
-RESUMABLE_CHANGES = frozenset({
-    'train.num_steps', 'train.log_every', 'train.sample_every', 'train.checkpoint_every',
-    'train.max_checkpoints', 'train.on_nonfinite', 'train.max_rollbacks',
-    'train.allow_config_change', 'train.steps_per_call', 'data.data_dir', 'eval.every',
-    'eval.num_samples'})
+RESUMABLE_CHANGES = frozenset(
+  {
+    'train.num_steps',
+    'train.log_every',
+    'train.sample_every',
+    'train.checkpoint_every',
+    'train.max_checkpoints',
+    'train.on_nonfinite',
+    'train.max_rollbacks',
+    'train.allow_config_change',
+    'train.steps_per_call',
+    'data.data_dir',
+    'eval.every',
+    'eval.num_samples',
+  }
+)
 # Fields added since checkpoints were first written, with the value older checkpoints imply.
-ADDED_FIELDS = {'num_seeds': 1}
+ADDED_FIELDS = {
+  'num_seeds': 1,
+  'data.channels': 1,
+  'data.folder': '',
+  'data.resize': 'crop',
+  'data.background': [255, 255, 255],
+  'data.test_fraction': 0.1,
+  'data.augment': '',
+  'model.g_ema_decay': 0.0,
+  'loss.hparams.lazy_every': 1,
+}
 
 
-def _choice_error(field: str, value: Any, choices) -> ValueError:
-  return ValueError(f'{field}={value!r} is not valid; valid choices: {", ".join(sorted(choices))}')
+def label_terms(config: ConfigDict) -> list[str]:
+  """The loss terms (dotted names) with a weight > 0 that read the labeled subset."""
+  return [
+    f'loss.{side}.{name}'
+    for side, terms in (('d_terms', losses.D_TERMS), ('g_terms', losses.G_TERMS))
+    for name, weight in config.loss[side].items()
+    if weight and 'labeled' in terms[name].needs
+  ]
 
 
 def check_config(config: ConfigDict) -> None:
   """Raises a one-line ValueError naming the first bad field, before anything is built."""
-  num_seeds = config.num_seeds
-  if not (isinstance(num_seeds, int) and not isinstance(num_seeds, bool) and num_seeds >= 1):
-    raise ValueError(f'num_seeds={num_seeds!r} must be an integer >= 1')
-  if config.model.generator not in models.GENERATORS:
-    raise _choice_error('model.generator', config.model.generator, models.GENERATORS)
-  if config.model.discriminator not in models.DISCRIMINATORS:
-    raise _choice_error('model.discriminator', config.model.discriminator, models.DISCRIMINATORS)
-  if config.model.compute_dtype not in COMPUTE_DTYPES:
-    raise _choice_error('model.compute_dtype', config.model.compute_dtype, COMPUTE_DTYPES)
-  if config.data.name not in data.DATASETS:
-    raise _choice_error('data.name', config.data.name, data.DATASETS)
-  for side, terms in (('d_terms', losses.D_TERMS), ('g_terms', losses.G_TERMS)):
-    for name, weight in config.loss[side].items():
-      if name not in terms:
-        raise _choice_error(f'loss.{side}.{name}', weight, terms)
-  for net in ('g', 'd'):
-    opt = config.optimizer[net]
-    if opt.name not in OPTIMIZERS:
-      raise _choice_error(f'optimizer.{net}.name', opt.name, OPTIMIZERS)
-    if not opt.learning_rate > 0:
-      raise ValueError(f'optimizer.{net}.learning_rate={opt.learning_rate!r} must be > 0')
-  if config.train.update_order not in UPDATE_ORDERS:
-    raise _choice_error('train.update_order', config.train.update_order, UPDATE_ORDERS)
-  if config.train.on_nonfinite not in ON_NONFINITE:
-    raise _choice_error('train.on_nonfinite', config.train.on_nonfinite, ON_NONFINITE)
-  for field in ('num_steps', 'd_steps', 'steps_per_call', 'log_every', 'sample_every',
-                'checkpoint_every'):
-    if not config.train[field] > 0:
-      raise ValueError(f'train.{field}={config.train[field]!r} must be > 0')
-  if not config.eval.every >= 0:
-    raise ValueError(f'eval.every={config.eval.every!r} must be >= 0 (0: only --mode=eval)')
+  check_fields(config)
+  last_seed = config.seed + config.num_seeds - 1
+  if last_seed > INT32_MAX:
+    raise ValueError(
+      f'seed={config.seed} with num_seeds={config.num_seeds} goes past '
+      f'{INT32_MAX}: seeds seed .. seed+num_seeds-1 must fit an int32'
+    )
+  if config.train.num_steps * config.train.d_steps > INT32_MAX:  # D's batch index is an int32
+    raise ValueError(
+      f'train.num_steps={config.train.num_steps} times train.d_steps='
+      f'{config.train.d_steps} must be at most {INT32_MAX}'
+    )
+  name, images = config.data.name, config.data.folder
+  if images and name != 'folder':
+    raise ValueError(
+      f"data.folder={images!r} is only read with data.name='folder', not data.name={name!r}"
+    )
+  if name == 'folder' and not (images and os.path.isdir(images)):
+    raise ValueError(
+      f"data.name='folder' needs data.folder=PATH, a folder of images; "
+      f'data.folder={images!r} is {"not a folder" if images else "not set"}'
+    )
+  if not any(config.loss.d_terms.values()):
+    raise ValueError(
+      f'loss.d_terms={show(config.loss.d_terms)} must give a term a weight > 0: D would not train'
+    )
   # Host work (logs, grids, saves, evals) happens between calls, so its periods must be whole calls.
   per_call = config.train.steps_per_call
-  for field, value in (('train.log_every', config.train.log_every),
-                       ('train.sample_every', config.train.sample_every),
-                       ('train.checkpoint_every', config.train.checkpoint_every),
-                       ('eval.every', config.eval.every)):
+  for field, value in (
+    ('train.log_every', config.train.log_every),
+    ('train.sample_every', config.train.sample_every),
+    ('train.checkpoint_every', config.train.checkpoint_every),
+    ('eval.every', config.eval.every),
+  ):
     if value % per_call:
       raise ValueError(f'{field}={value} must be a multiple of train.steps_per_call={per_call}')
-  if not config.eval.num_samples >= 10:
-    raise ValueError(f'eval.num_samples={config.eval.num_samples!r} must be >= 10')
-  if not config.data.batch_size > 0:
-    raise ValueError(f'data.batch_size={config.data.batch_size!r} must be > 0')
-  if config.data.batch_size % jax.device_count():
-    raise ValueError(f'data.batch_size={config.data.batch_size} is not divisible by the '
-                     f'{jax.device_count()} devices')
+  for field in ('batch_size', 'labeled_batch_size'):  # batches are split over the devices
+    if config.data[field] % jax.device_count():
+      raise ValueError(
+        f'data.{field}={config.data[field]} is not divisible by the {jax.device_count()} devices'
+      )
+
+
+def check_data(config: ConfigDict, num_examples: int, class_counts) -> None:
+  """The config against the loaded train split, before anything is compiled or written.
+
+  num_examples: images in the train split; class_counts: its examples per class (its length
+  is the number of classes).
+  """
+  name = config.data.name
+  for field in ('batch_size', 'labeled_batch_size'):
+    size = config.data[field]
+    if size > num_examples:
+      raise ValueError(
+        f'data.{field}={size} is larger than the {num_examples} images of the {name!r} train split'
+      )
+  terms = label_terms(config)
+  if not terms:
+    return  # the label budget is not used
+  num_labeled, num_classes = config.data.num_labeled, len(class_counts)
+  reason = f'{terms[0]} reads labeled examples'
+  if not num_classes:
+    raise ValueError(f'data.name={name!r} has no labels, but {reason}')
+  if num_labeled <= 0 or num_labeled % num_classes:
+    raise ValueError(
+      f'data.num_labeled={num_labeled} must be a positive multiple of '
+      f'{num_classes} (the number of classes): {reason}'
+    )
+  per_class, fewest = num_labeled // num_classes, min(class_counts)
+  if per_class > fewest:
+    smallest = list(class_counts).index(fewest)
+    raise ValueError(
+      f'data.num_labeled={num_labeled} needs {per_class} examples per class but '
+      f'class {smallest} has {fewest}; the limit is {fewest * num_classes}'
+    )
 
 
 def check_workdir(workdir: str) -> None:
@@ -98,13 +158,14 @@ def check_image_shape(config: ConfigDict, generator, image_shape) -> None:
   """The generator must produce images of the data's shape (shapes only: nothing is compiled)."""
   z = jax.ShapeDtypeStruct((1, config.model.latent_dim), 'float32')
   labels = jax.ShapeDtypeStruct((1,), 'int32')
-  produced = jax.eval_shape(
-      lambda z, y: generator.init_with_output(jax.random.PRNGKey(0), z, y, train=False)[0], z, labels)
+  init = lambda z, y: generator.init_with_output(jax.random.PRNGKey(0), z, y, train=False)[0]
+  produced = jax.eval_shape(init, z, labels)
   if tuple(produced.shape[1:]) != tuple(image_shape):
     raise ValueError(
-        f'data.image_size={config.data.image_size}: model.generator={config.model.generator!r} '
-        f'produces {"x".join(map(str, produced.shape[1:]))} images, the data is '
-        f'{"x".join(map(str, image_shape))}')
+      f'data.image_size={config.data.image_size}: model.generator={config.model.generator!r} '
+      f'produces {"x".join(map(str, produced.shape[1:]))} images, the data is '
+      f'{"x".join(map(str, image_shape))}'
+    )
 
 
 def _flatten(tree: Mapping, prefix: str = '') -> dict[str, Any]:
@@ -126,9 +187,22 @@ def check_resumable(saved: Mapping, config: ConfigDict, workdir: str) -> None:
     return
   old = {**ADDED_FIELDS, **_flatten(saved)}
   new = {**ADDED_FIELDS, **_flatten(json.loads(config.to_json_best_effort()))}
-  changed = sorted(k for k in old.keys() | new.keys()
-                   if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
+  changed = sorted(
+    k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES
+  )
   if changed:
     diffs = ', '.join(f'{k}: {old.get(k)!r} -> {new.get(k)!r}' for k in changed)
-    raise ValueError(f'workdir={workdir!r} holds checkpoints of another config ({diffs}); use '
-                     'another workdir, or --config.train.allow_config_change=True to resume anyway')
+    raise ValueError(
+      f'workdir={workdir!r} holds checkpoints of another config ({diffs}); use '
+      'another workdir, or --config.train.allow_config_change=True to resume anyway'
+    )
+
+
+def check_memory(config: ConfigDict, needed: int, capacity: int) -> None:
+  """The compiled step must fit one device: `needed` bytes (XLA's estimate) against `capacity`."""
+  if needed > capacity:
+    raise ValueError(
+      f'data.batch_size={config.data.batch_size}: the training step needs about '
+      f'{needed / 2**30:.1f} GiB of device memory, the device has '
+      f'{capacity / 2**30:.1f} GiB; lower data.batch_size (or the model widths)'
+    )

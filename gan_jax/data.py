@@ -5,18 +5,24 @@ then live on the device; batches are gathered inside the jitted step from
 `batch_indices`, so no input pipeline runs on the host during training.
 """
 
+from collections.abc import Callable
+import dataclasses
 import os
 
 import jax
 from jax import lax
 import jax.numpy as jnp
+from ml_collections import ConfigDict
 import numpy as np
-import tensorflow_datasets as tfds
 
-from gan_jax import mnist5k  # noqa: F401  (registers the 'mnist5k' builder with tfds)
+from gan_jax import folder, mnist5k, openmoji
+from gan_jax.records import read_split
 
-# Known dataset name -> number of classes.
-DATASETS = {'mnist5k': 10, 'mnist': 10, 'fashion_mnist': 10}
+# The tfds data sets by name -> number of classes (mnist5k is embedded and prepares offline).
+TFDS_DATASETS = {'mnist5k': mnist5k.NUM_CLASSES, 'mnist': 10, 'fashion_mnist': 10}
+# Every data.name: the tfds ones, the embedded colour emoji, and the user's own image folder.
+DATASETS = (*TFDS_DATASETS, 'openmoji', 'folder')
+CHANNELS = (1, 3)
 
 
 def default_data_dir() -> str:
@@ -24,66 +30,132 @@ def default_data_dir() -> str:
   return os.environ.get('TFDS_DATA_DIR') or os.path.expanduser('~/tensorflow_datasets')
 
 
-def load_split(
-    name: str, split: str, data_dir: str | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-  """Returns all of a split: uint8 images [N, H, W, C] and int32 labels [N].
+def load_split(name: str, split: str, data_dir: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """All of a split of a tfds data set: uint8 images [N, H, W, C] and int32 labels [N].
 
   'mnist5k' is prepared into `data_dir` on first use (offline, a second or two); other
   datasets must already be prepared there in array_record format.
   """
+  if name not in TFDS_DATASETS:
+    raise ValueError(
+      f'data.name={name!r} is not a tfds data set; valid choices: '
+      f'{", ".join(sorted(TFDS_DATASETS))}'
+    )
+  data_dir = _data_dir(data_dir)
+  if name == 'mnist5k':
+    return read_split(name, split, data_dir)
+  try:
+    return read_split(name, split, data_dir, download=False)
+  except NotImplementedError:
+    # What tfds raises when the dataset is absent (it then assumes tfrecord) or only
+    # prepared as tfrecord: either way there is no random-access copy to read.
+    raise ValueError(
+      f'dataset {name!r} is not prepared in {data_dir} in array_record format; prepare it '
+      f'where the network is reachable with `tfds build {name} --file_format=array_record '
+      f"--data_dir={data_dir}` or use data.name='mnist5k'"
+    ) from None
+
+
+def _data_dir(data_dir: str | None) -> str:
+  if data_dir is None:
+    return default_data_dir()
+  if not os.path.isdir(data_dir):
+    raise ValueError(f'data.data_dir={data_dir!r} does not exist')
+  return data_dir
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  """A data set prepared at the run's image size and channels: `split(name)` reads one whole."""
+
+  name: str
+  class_names: tuple[str, ...]  # empty for a folder without class subfolders
+  read: Callable[[str], tuple[np.ndarray, np.ndarray]]
+
+  @property
+  def labeled(self) -> bool:
+    return bool(self.class_names)
+
+  @property
+  def num_classes(self) -> int:
+    """Unlabeled data is one class (label 0): G and D need at least one."""
+    return max(1, len(self.class_names))
+
+  def split(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+    return self.read(split)
+
+
+def open_dataset(data_config: ConfigDict) -> Dataset:
+  """The data set of `config.data`, prepared on first use (tfds, openmoji) or when its folder
+  changed; its images are `data.image_size` square with `data.channels` channels."""
+  name, size, channels = data_config.name, data_config.image_size, data_config.channels
   if name not in DATASETS:
     raise ValueError(
-        f'Unknown dataset: {name!r}; valid choices: {", ".join(sorted(DATASETS))}'
+      f'data.name={name!r} is not valid; valid choices: {", ".join(sorted(DATASETS))}'
     )
-  if data_dir is None:
-    data_dir = default_data_dir()
-  elif not os.path.isdir(data_dir):
-    raise ValueError(f'data.data_dir {data_dir!r} does not exist')
-
-  if name == 'mnist5k':
-    source = tfds.data_source(name, split=split, data_dir=data_dir)
+  if data_config.folder and name != 'folder':
+    raise ValueError(
+      f"data.folder={data_config.folder!r} is only read with data.name='folder', "
+      f'not data.name={name!r}'
+    )
+  if channels not in CHANNELS:
+    raise ValueError(f'data.channels={channels!r} is not valid; valid choices: 1, 3')
+  data_dir = _data_dir(data_config.data_dir or None)
+  if name == 'folder':
+    if not data_config.folder:
+      raise ValueError("data.name='folder' needs data.folder=PATH, the folder of images")
+    prepared = folder.prepare(
+      data_config.folder,
+      data_dir,
+      size,
+      channels,
+      data_config.resize,
+      tuple(data_config.background),
+      data_config.test_fraction,
+    )
+    return Dataset(name, tuple(prepared.class_names), prepared.load)
+  if name == 'openmoji':
+    tfds_name, class_names = openmoji.prepare(data_dir, size)
+    read = lambda split: read_split(tfds_name, split, data_dir)
   else:
-    try:
-      source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
-    except NotImplementedError:
-      # What tfds raises when the dataset is absent (it then assumes tfrecord) or only
-      # prepared as tfrecord: either way there is no random-access copy to read.
-      raise ValueError(
-          f'dataset {name!r} is not prepared in {data_dir} in array_record format; '
-          'prepare it where the network is reachable with '
-          f'`tfds build {name} --file_format=array_record --data_dir={data_dir}` '
-          "or use data.name='mnist5k'"
-      ) from None
+    class_names = tuple(map(str, range(TFDS_DATASETS[name])))
+    read = lambda split: load_split(name, split, data_dir)
 
-  # One batched read of the raw records; tfds then decodes each record with numpy.
-  examples = source.__getitems__(range(len(source)))
-  images = np.stack([example['image'] for example in examples])
-  labels = np.array([example['label'] for example in examples], np.int32)
-  return images, labels
+  def read_at_size(split: str) -> tuple[np.ndarray, np.ndarray]:
+    images, labels = read(split)
+    return with_channels(pad_to(images, size), channels), labels
+
+  return Dataset(name, tuple(class_names), read_at_size)
 
 
-def labeled_subset(
-    labels: np.ndarray, num_labeled: int, num_classes: int, seed: int
-) -> np.ndarray:
+def with_channels(images: np.ndarray, channels: int) -> np.ndarray:
+  """Grey images repeated into RGB, or RGB ones to luma (ITU-R 601, as Pillow's 'L')."""
+  if images.shape[-1] == channels:
+    return images
+  if channels == 3:
+    return np.repeat(images, 3, axis=-1)
+  luma = images.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+  return np.round(luma)[..., None].astype(np.uint8)
+
+
+def labeled_subset(labels: np.ndarray, num_labeled: int, num_classes: int, seed: int) -> np.ndarray:
   """Sorted int32 indices of `num_labeled // num_classes` random examples per class."""
   if num_labeled <= 0 or num_labeled % num_classes:
     raise ValueError(
-        f'data.num_labeled must be a positive multiple of {num_classes} (the number '
-        f'of classes), got {num_labeled}'
+      f'data.num_labeled must be a positive multiple of {num_classes} (the number '
+      f'of classes), got {num_labeled}'
     )
   per_class = num_labeled // num_classes
   counts = np.bincount(labels, minlength=num_classes)
   if per_class > counts.min():
     raise ValueError(
-        f'data.num_labeled={num_labeled} needs {per_class} examples per class but '
-        f'class {counts.argmin()} has {counts.min()}; the limit is '
-        f'{counts.min() * num_classes}'
+      f'data.num_labeled={num_labeled} needs {per_class} examples per class but '
+      f'class {counts.argmin()} has {counts.min()}; the limit is '
+      f'{counts.min() * num_classes}'
     )
   rng = np.random.default_rng(seed)
   chosen = [
-      rng.choice(np.flatnonzero(labels == c), per_class, replace=False)
-      for c in range(num_classes)
+    rng.choice(np.flatnonzero(labels == c), per_class, replace=False) for c in range(num_classes)
   ]
   return np.sort(np.concatenate(chosen)).astype(np.int32)
 
@@ -92,16 +164,12 @@ def pad_to(images: np.ndarray, size: int) -> np.ndarray:
   """Centre-pads images [N, H, W, C] with zeros to [N, size, size, C]."""
   height, width = images.shape[1:3]
   if size < max(height, width):
-    raise ValueError(
-        f'data.image_size={size} is smaller than the {height}x{width} images'
-    )
+    raise ValueError(f'data.image_size={size} is smaller than the {height}x{width} images')
   if size == height == width:
     return images
   top, left = (size - height) // 2, (size - width) // 2
-  return np.pad(
-      images,
-      ((0, 0), (top, size - height - top), (left, size - width - left), (0, 0)),
-  )
+  pads = ((0, 0), (top, size - height - top), (left, size - width - left), (0, 0))
+  return np.pad(images, pads)
 
 
 def to_unit_range(images) -> jax.Array:
@@ -109,9 +177,7 @@ def to_unit_range(images) -> jax.Array:
   return jnp.asarray(images, jnp.float32) / 127.5 - 1.0
 
 
-def batch_indices(
-    key: jax.Array, step: jax.Array, pool_size: int, batch_size: int
-) -> jax.Array:
+def batch_indices(key: jax.Array, step: jax.Array, pool_size: int, batch_size: int) -> jax.Array:
   """int32[batch_size] indices into a pool of `pool_size` examples for `step`.
 
   A pure function of (key, step), so a resumed run sees the same batches. A pool at
@@ -120,13 +186,9 @@ def batch_indices(
   (e.g. 20 labels with batch 64) is sampled uniformly with replacement.
   """
   if pool_size <= 0 or batch_size <= 0:
-    raise ValueError(
-        f'pool_size and batch_size must be positive, got {pool_size} and {batch_size}'
-    )
+    raise ValueError(f'pool_size and batch_size must be positive, got {pool_size} and {batch_size}')
   if pool_size < batch_size:
-    return jax.random.randint(
-        jax.random.fold_in(key, step), (batch_size,), 0, pool_size, jnp.int32
-    )
+    return jax.random.randint(jax.random.fold_in(key, step), (batch_size,), 0, pool_size, jnp.int32)
   steps_per_epoch = pool_size // batch_size
   perm = jax.random.permutation(jax.random.fold_in(key, step // steps_per_epoch), pool_size)
   start = (step % steps_per_epoch) * batch_size

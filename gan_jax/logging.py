@@ -1,9 +1,9 @@
 """What a run writes: metrics (JSONL + TensorBoard) and sample grids (PNG)."""
 
+from collections.abc import Mapping
 import io
 import json
 import os
-from typing import Mapping
 
 import numpy as np
 from PIL import Image
@@ -49,6 +49,11 @@ class MetricWriter:
     for name, value in scalars.items():
       self.tensorboard.add_scalar(name, float(value), step)
 
+  def write_images(self, step: int, images: Mapping[str, np.ndarray]) -> None:
+    """uint8 [H, W, C] images (sample grids) to TensorBoard's Images tab."""
+    for name, image in images.items():
+      self.tensorboard.add_image(name, image, step, dataformats='HWC')
+
   def close(self) -> None:
     self.jsonl.close()
     self.tensorboard.close()
@@ -58,6 +63,9 @@ class NullWriter:
   """Stands in for MetricWriter on processes other than 0 (they compute, process 0 writes)."""
 
   def write(self, step, scalars) -> None:
+    pass
+
+  def write_images(self, step, images) -> None:
     pass
 
   def drop_after(self, step) -> None:
@@ -82,12 +90,13 @@ def image_grid(images: np.ndarray, rows: int) -> np.ndarray:
   grid = np.zeros((rows * (h + 2), cols * (w + 2), c), np.uint8)
   for i, image in enumerate(pixels):
     r, col = divmod(i, cols)
-    grid[r * (h + 2) + 1:r * (h + 2) + 1 + h, col * (w + 2) + 1:col * (w + 2) + 1 + w] = image
+    grid[r * (h + 2) + 1 : r * (h + 2) + 1 + h, col * (w + 2) + 1 : col * (w + 2) + 1 + w] = image
   return grid
 
 
-def save_image_grid(images: np.ndarray, rows: int, path: str, scale: int = 2) -> None:
-  """Writes an image grid as PNG, enlarged `scale` times so that digits are readable."""
+def save_image_grid(images: np.ndarray, rows: int, path: str, scale: int = 2) -> np.ndarray:
+  """Writes an image grid as PNG, enlarged `scale` times so that digits are readable; returns the
+  grid."""
   grid = image_grid(images, rows)
   picture = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
   picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
@@ -95,6 +104,7 @@ def save_image_grid(images: np.ndarray, rows: int, path: str, scale: int = 2) ->
   buffer = io.BytesIO()
   picture.save(buffer, format='PNG')
   atomic_write_bytes(path, buffer.getvalue())
+  return grid
 
 
 def read_metrics(workdir: str) -> list[dict]:
@@ -109,6 +119,7 @@ def read_metrics(workdir: str) -> list[dict]:
 def plot_curves(rows: list[dict], path: str) -> None:
   """Loss curves of the training rows and, beside them, the eval rows' FID: one PNG."""
   import matplotlib  # here, not at the top: only reports need it and it is slow to import
+
   matplotlib.use('Agg')
   from matplotlib import pyplot as plt
 
@@ -128,6 +139,7 @@ def plot_curves(rows: list[dict], path: str) -> None:
 def save_figure(figure, path: str) -> None:
   """A matplotlib figure as a PNG, written atomically, then closed."""
   from matplotlib import pyplot as plt
+
   figure.tight_layout()
   buffer = io.BytesIO()
   figure.savefig(buffer, format='png', dpi=100)
@@ -137,36 +149,54 @@ def save_figure(figure, path: str) -> None:
 
 # What each evaluation metric is, for the report (see gan_jax/evaluation.py).
 METRIC_NOTES = {
-    'fid_classifier': "Fréchet distance on the eval classifier's features (not Inception FID); lower is better",
-    'kid_classifier': 'kernel (MMD²) distance on the same features; lower is better',
-    'precision': 'share of samples inside the k=3 NN balls of the real test features; 1,000 real '
-                 'train images score 0.87-0.88',
-    'recall': 'share of real test images inside the k=3 NN balls of the samples; 0.85-0.92 for '
-              '1,000 real train images',
-    'class_coverage': 'classes given at least half their fair share of the samples',
-    'class_entropy': 'entropy (nats) of the predicted classes of the samples; log 10 = 2.303 is uniform',
-    'conditional_accuracy': 'share of G(z, y) that the classifier labels y',
-    'd_test_accuracy': "accuracy of D's class head on the test split",
-    'classifier_test_accuracy': "the eval classifier's own test accuracy",
+  'fid_classifier': "Fréchet distance on the eval classifier's features (not Inception FID); lower is better",
+  'kid_classifier': 'kernel (MMD²) distance on the same features; lower is better',
+  'kid_classifier_std': 'its standard deviation over 50 subsets of half of each set',
+  'precision': 'share of samples inside the k=3 NN balls of the real test features; 1,000 real '
+  'train images score 0.87-0.88',
+  'recall': 'share of real test images inside the k=3 NN balls of the samples; 0.85-0.92 for '
+  '1,000 real train images',
+  'class_coverage': 'classes given at least half their fair share of the samples',
+  'class_entropy': 'entropy (nats) of the predicted classes of the samples; log 10 = 2.303 is uniform',
+  'conditional_accuracy': 'share of G(z, y) that the classifier labels y',
+  'd_test_accuracy': "accuracy of D's class head on the test split",
+  'classifier_test_accuracy': "the eval classifier's own test accuracy",
 }
 
 
-def write_report(workdir: str, step: int, eval_metrics: Mapping[str, float]) -> None:
-  """report.md: the evaluation, the last training metrics, the last grid and the curves."""
+def write_report(
+  workdir: str, step: int, eval_metrics: Mapping[str, float], sections: tuple[str, ...] = ()
+) -> None:
+  """report.md: the evaluation, the last training metrics, the last grid, the curves, then
+  `sections` (markdown)."""
   rows = read_metrics(workdir)
   plot_curves(rows, os.path.join(workdir, 'loss_curves.png'))
-  lines = [f'# Report: {os.path.basename(os.path.abspath(workdir))}', '',
-           f'Evaluation of the checkpoint at step {step}.', '', '| metric | value | meaning |',
-           '|---|---|---|']
+  lines = [
+    f'# Report: {os.path.basename(os.path.abspath(workdir))}',
+    '',
+    f'Evaluation of the checkpoint at step {step}.',
+    '',
+    '| metric | value | meaning |',
+    '|---|---|---|',
+  ]
   lines += [f'| {k} | {v:.4g} | {METRIC_NOTES.get(k, "")} |' for k, v in eval_metrics.items()]
   train_rows = [r for r in rows if 'd_loss' in r]
   if train_rows:
     last = train_rows[-1]
-    lines += ['', f'## Training metrics at step {last["step"]}', '', '| metric | value |', '|---|---|']
+    lines += [
+      '',
+      f'## Training metrics at step {last["step"]}',
+      '',
+      '| metric | value |',
+      '|---|---|',
+    ]
     lines += [f'| {k} | {v:.4g} |' for k, v in last.items() if k != 'step']
-  grids = sorted(f for f in os.listdir(os.path.join(workdir, 'samples'))
-                 if f.startswith('step_')) if os.path.isdir(os.path.join(workdir, 'samples')) else []
+  grids = (
+    sorted(f for f in os.listdir(os.path.join(workdir, 'samples')) if f.startswith('step_'))
+    if os.path.isdir(os.path.join(workdir, 'samples'))
+    else []
+  )
   if grids:
     lines += ['', '## Last sample grid', '', f'![samples](samples/{grids[-1]})']
-  lines += ['', '## Curves', '', '![curves](loss_curves.png)', '']
+  lines += ['', '## Curves', '', '![curves](loss_curves.png)', '', *sections]
   atomic_write_bytes(os.path.join(workdir, 'report.md'), '\n'.join(lines).encode())

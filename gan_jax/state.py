@@ -2,26 +2,71 @@
 
 from typing import Any
 
+from flax import struct
 import flax.linen as nn
+from flax.training import train_state
 import jax
 import jax.numpy as jnp
-import optax
-from flax import struct
-from flax.training import train_state
 from ml_collections import ConfigDict
+import optax
+
+# Independent random streams, each folded from a run's base key PRNGKey(seed): never
+# PRNGKey(seed + i), which is the base key of the run of seed + i (seed i of a K-seed run).
+(
+  INIT_STREAM,
+  DATA_STREAM,
+  LABELED_STREAM,
+  STEP_STREAM,
+  GRID_STREAM,
+  SAMPLE_STREAM,
+  EVAL_STREAM,
+  AUGMENT_STREAM,
+) = range(8)
+
+
+def stream_key(seed: int | jax.Array, stream: int) -> jax.Array:
+  """The key of `stream` in the run of `seed`."""
+  return jax.random.fold_in(jax.random.PRNGKey(seed), stream)
 
 
 class NetState(train_state.TrainState):
   """One network: params, optimizer state and BatchNorm running statistics ({} if none)."""
+
+  batch_stats: Any
+
+
+class Averaged(struct.PyTreeNode):
+  """An exponential moving average of a network's parameters and BatchNorm statistics."""
+
+  params: Any
   batch_stats: Any
 
 
 class GANState(struct.PyTreeNode):
-  """G and D, the global step and the run's base key (each step folds the step number in)."""
+  """G and D, the global step and the run's base key (each step folds the step number in), and
+  the EMA of G (None unless model.g_ema_decay > 0) that samples and evaluations use."""
+
   step: jax.Array
   rng: jax.Array
   g: NetState
   d: NetState
+  g_ema: Averaged | None = None
+
+  @property
+  def sampler(self) -> NetState | Averaged:
+    """The G that draws samples, grids and scores: its EMA where there is one."""
+    return self.g if self.g_ema is None else self.g_ema
+
+
+def ema_update(ema: Averaged, g: NetState, decay: float, step: jax.Array) -> Averaged:
+  """ema ← d·ema + (1 − d)·g with d = min(decay, (1 + t) / (10 + t)) at update t (counted from
+  0): the usual warm-up (TensorFlow's ExponentialMovingAverage), so early averages are not
+  dominated by the random initialisation."""
+  d = jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+  mix = lambda old, new: d * old + (1 - d) * new
+  return Averaged(
+    jax.tree.map(mix, ema.params, g.params), jax.tree.map(mix, ema.batch_stats, g.batch_stats)
+  )
 
 
 def apply_inference(module: nn.Module, net: NetState, *inputs):
@@ -30,9 +75,9 @@ def apply_inference(module: nn.Module, net: NetState, *inputs):
 
 
 OPTIMIZERS = {
-    'adam': lambda c: optax.adam(c.learning_rate, b1=c.b1, b2=c.b2),
-    'sgd': lambda c: optax.sgd(c.learning_rate, momentum=c.get('momentum') or None),
-    'rmsprop': lambda c: optax.rmsprop(c.learning_rate),
+  'adam': lambda c: optax.adam(c.learning_rate, b1=c.b1, b2=c.b2),
+  'sgd': lambda c: optax.sgd(c.learning_rate, momentum=c.get('momentum') or None),
+  'rmsprop': lambda c: optax.rmsprop(c.learning_rate),
 }
 
 
@@ -40,23 +85,36 @@ def make_optimizer(config: ConfigDict) -> optax.GradientTransformation:
   return OPTIMIZERS[config.name](config)
 
 
-def _init_net(module: nn.Module, tx: optax.GradientTransformation, key: jax.Array, *inputs) -> NetState:
+def _init_net(
+  module: nn.Module, tx: optax.GradientTransformation, key: jax.Array, *inputs
+) -> NetState:
   variables = module.init({'params': key, 'dropout': key}, *inputs, train=False)
-  return NetState.create(apply_fn=module.apply, params=variables['params'], tx=tx,
-                         batch_stats=variables.get('batch_stats', {}))
+  return NetState.create(
+    apply_fn=module.apply,
+    params=variables['params'],
+    tx=tx,
+    batch_stats=variables.get('batch_stats', {}),
+  )
 
 
-def create_state(config: ConfigDict, generator: nn.Module, discriminator: nn.Module,
-                 image_shape: tuple[int, int, int], seed: int | jax.Array | None = None) -> GANState:
+def create_state(
+  config: ConfigDict,
+  generator: nn.Module,
+  discriminator: nn.Module,
+  image_shape: tuple[int, int, int],
+  seed: int | jax.Array | None = None,
+) -> GANState:
   """A fresh state from `seed` (default `config.seed`); jit, vmap over seeds, or eval_shape it."""
   key = jax.random.PRNGKey(config.seed if seed is None else seed)
-  g_key, d_key = jax.random.split(jax.random.fold_in(key, 0))
+  g_key, d_key = jax.random.split(jax.random.fold_in(key, INIT_STREAM))
   z = jnp.zeros((1, config.model.latent_dim), jnp.float32)
   labels = jnp.zeros((1,), jnp.int32)
   images = jnp.zeros((1, *image_shape), jnp.float32)
+  g = _init_net(generator, make_optimizer(config.optimizer.g), g_key, z, labels)
   return GANState(
-      step=jnp.zeros((), jnp.int32),
-      rng=key,
-      g=_init_net(generator, make_optimizer(config.optimizer.g), g_key, z, labels),
-      d=_init_net(discriminator, make_optimizer(config.optimizer.d), d_key, images, labels),
+    step=jnp.zeros((), jnp.int32),
+    rng=key,
+    g=g,
+    d=_init_net(discriminator, make_optimizer(config.optimizer.d), d_key, images, labels),
+    g_ema=Averaged(g.params, g.batch_stats) if config.model.g_ema_decay else None,
   )

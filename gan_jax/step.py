@@ -4,157 +4,124 @@
 call it. Everything the step knows of the system comes from `losses.Objective`.
 """
 
-import dataclasses
+from collections.abc import Callable
 import functools
-from typing import Any, Callable, NamedTuple
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
-import optax
 from jax.sharding import Mesh, NamedSharding
 from ml_collections import ConfigDict
+import optax
 
-from gan_jax import data, losses, parallel
+from gan_jax import losses, parallel
+from gan_jax.passes import StepSpec, augmented, discriminate, gather, generate
 from gan_jax.seeds import Seeds
-from gan_jax.state import GANState, NetState
+from gan_jax.state import (
+  AUGMENT_STREAM,
+  DATA_STREAM,
+  LABELED_STREAM,
+  STEP_STREAM,
+  GANState,
+  NetState,
+  ema_update,
+)
 
-# Independent random streams folded from the run's base key.
-DATA_STREAM, LABELED_STREAM, STEP_STREAM = 1, 2, 3
-# With K seeds, device_data's axes over the seeds: each seed draws from its own index pools
-# (its labeled subset is its own); the images and labels are shared.
-SEED_AXES = {'images': None, 'labels': None, 'real_indices': 0, 'labeled_indices': 0}
+# With K seeds, device_data's axes over the seeds: each seed has its own labeled subset, so its
+# own index pools and visible labels; the images are shared.
+SEED_AXES = {'images': None, 'labels': 0, 'real_indices': 0, 'labeled_indices': 0}
 
 
 class StepKeys(NamedTuple):
-  """The keys of one step: batch order, labeled-batch order, and this step's noise and dropout."""
+  """The keys of one step: batch order, labeled-batch order, this step's noise and dropout, and
+  its augmentations."""
+
   data: jax.Array
   labeled: jax.Array
   step: jax.Array
+  augment: jax.Array
 
 
 def step_keys(rng: jax.Array, step: jax.Array) -> StepKeys:
-  return StepKeys(jax.random.fold_in(rng, DATA_STREAM), jax.random.fold_in(rng, LABELED_STREAM),
-                  jax.random.fold_in(jax.random.fold_in(rng, STEP_STREAM), step))
+  per_step = lambda stream: jax.random.fold_in(jax.random.fold_in(rng, stream), step)
+  return StepKeys(
+    jax.random.fold_in(rng, DATA_STREAM),
+    jax.random.fold_in(rng, LABELED_STREAM),
+    per_step(STEP_STREAM),
+    per_step(AUGMENT_STREAM),
+  )
 
 
-def cast_floating(tree, dtype):
-  """The floating-point leaves of `tree` cast to `dtype` (no-ops where they already are)."""
-  return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
+def d_loss(
+  spec: StepSpec, params, batch_stats, inputs, keys: tuple[jax.Array, jax.Array], lazy: bool
+):
+  drop_key, augment_key = keys
+  outputs, batch_stats = discriminate(
+    spec,
+    params,
+    batch_stats,
+    augmented(spec, inputs, augment_key),
+    drop_key,
+    spec.objective.gradient_inputs(lazy),
+  )
+  loss, parts = spec.objective.d_loss(outputs, lazy)
+  # Input gradients are the loss's business only (and would give lax.cond's branches two shapes).
+  return loss, (parts, {n: o._replace(input_grads=None) for n, o in outputs.items()}, batch_stats)
 
 
-@dataclasses.dataclass(frozen=True)
-class StepSpec:
-  """What the step needs besides the state and the data, fixed for a run."""
-  generator: nn.Module
-  discriminator: nn.Module
-  objective: losses.Objective
-  batch_size: int
-  labeled_batch_size: int
-  latent_dim: int
-  d_steps: int
-  simultaneous: bool  # G is scored by D before D's update of this step
-  bfloat16: bool
-  batch_sharding: NamedSharding
-
-  @classmethod
-  def from_config(cls, config: ConfigDict, generator: nn.Module, discriminator: nn.Module,
-                  mesh: Mesh) -> 'StepSpec':
-    return cls(generator, discriminator, losses.Objective(config.loss), config.data.batch_size,
-               config.data.labeled_batch_size or config.data.batch_size, config.model.latent_dim,
-               config.train.d_steps, config.train.update_order == 'simultaneous',
-               config.model.compute_dtype == 'bfloat16', parallel.batch_sharding(mesh))
-
-  # Mixed precision at the networks' boundary: parameters, optimizer state, BatchNorm
-  # statistics, losses and metrics stay in the state's dtype (float32); with bfloat16 the layers
-  # compute in bfloat16 and gradients flow back through the cast. float32 casts nothing (so a
-  # float64 state stays float64 in tests).
-  def compute(self, tree):
-    return cast_floating(tree, jnp.bfloat16) if self.bfloat16 else tree
-
-  def to_float32(self, tree):
-    return cast_floating(tree, jnp.float32) if self.bfloat16 else tree
-
-  def shard(self, x: jax.Array) -> jax.Array:
-    return jax.lax.with_sharding_constraint(x, self.batch_sharding)
-
-
-def gather(spec: StepSpec, device_data: dict, pool: str, key: jax.Array, index: jax.Array,
-           size: int) -> losses.Batch:
-  """Batch `index` of the pool `pool` (indices into the on-device images), as [-1, 1] images."""
-  idx = device_data[pool][data.batch_indices(key, index, device_data[pool].shape[0], size)]
-  return spec.shard(data.to_unit_range(device_data['images'][idx])), spec.shard(device_data['labels'][idx])
-
-
-def discriminate(spec: StepSpec, params, batch_stats, inputs: dict[str, losses.Batch],
-                 key: jax.Array) -> tuple[dict[str, losses.DiscOutput], Any]:
-  """D in training mode on each named input; returns its outputs and new BatchNorm statistics."""
-  names = sorted(inputs)
-  if not batch_stats:
-    # No BatchNorm, so one concatenated pass gives the same logits as separate ones, faster.
-    images = jnp.concatenate([inputs[n][0] for n in names])
-    labels = jnp.concatenate([inputs[n][1] for n in names])
-    logits, features = spec.to_float32(spec.discriminator.apply(
-        {'params': spec.compute(params)}, spec.compute(images), labels, train=True,
-        rngs={'dropout': key}))
-    bounds = np.cumsum([inputs[n][0].shape[0] for n in names])[:-1]
-    return {n: losses.DiscOutput(l, f, inputs[n][1]) for n, l, f in
-            zip(names, jnp.split(logits, bounds), jnp.split(features, bounds))}, batch_stats
-  # With BatchNorm, each input is normalised by its own batch statistics, as in the papers.
-  outputs = {}
-  for i, n in enumerate(names):
-    images, labels = inputs[n]
-    (logits, features), mutated = spec.discriminator.apply(
-        {'params': spec.compute(params), 'batch_stats': batch_stats}, spec.compute(images), labels,
-        train=True, rngs={'dropout': jax.random.fold_in(key, i)}, mutable=['batch_stats'])
-    batch_stats = mutated['batch_stats']
-    outputs[n] = losses.DiscOutput(*spec.to_float32((logits, features)), labels)
-  return outputs, batch_stats
-
-
-def generate(spec: StepSpec, g_state: NetState, batch_stats, z: jax.Array, labels: jax.Array):
-  """G(z, labels) in training mode: the images, their pull-back to G's parameters, and G's new
-  BatchNorm statistics (the D update's forward pass is reused for G's update)."""
-
-  def forward(params):
-    fake, mutated = spec.generator.apply({'params': spec.compute(params), 'batch_stats': batch_stats},
-                                         spec.compute(z), labels, train=True, mutable=['batch_stats'])
-    return fake, mutated.get('batch_stats', {})
-
-  return jax.vjp(forward, g_state.params, has_aux=True)
-
-
-def d_loss(spec: StepSpec, params, batch_stats, inputs, key):
-  outputs, batch_stats = discriminate(spec, params, batch_stats, inputs, key)
-  loss, parts = spec.objective.d_loss(outputs)
-  return loss, (parts, outputs, batch_stats)
-
-
-def d_update(spec: StepSpec, d_state: NetState, inputs: dict[str, losses.Batch], key: jax.Array):
-  """One D update; returns the new D, its loss, the terms' means, D's outputs and its gradient."""
-  (loss, (parts, outputs, batch_stats)), grads = jax.value_and_grad(d_loss, argnums=1, has_aux=True)(
-      spec, d_state.params, d_state.batch_stats, inputs, key)
+def d_update(
+  spec: StepSpec,
+  d_state: NetState,
+  inputs: dict[str, losses.Batch],
+  keys: tuple[jax.Array, jax.Array],
+  lazy: bool = False,
+):
+  """One D update; returns the new D, its loss, the terms' means, D's outputs and its gradient.
+  `lazy`: this update applies the lazy terms (R1, R2)."""
+  (loss, (parts, outputs, batch_stats)), grads = jax.value_and_grad(
+    d_loss, argnums=1, has_aux=True
+  )(spec, d_state.params, d_state.batch_stats, inputs, keys, lazy)
   return d_state.apply_gradients(grads=grads, batch_stats=batch_stats), loss, parts, outputs, grads
 
 
-def g_loss_of_fake(spec: StepSpec, fake: jax.Array, d_state: NetState, real: losses.Batch,
-                   labels: jax.Array, key: jax.Array):
-  inputs = spec.objective.g_inputs(real, (fake, labels))
-  outputs, _ = discriminate(spec, d_state.params, d_state.batch_stats, inputs, key)
+def g_loss_of_fake(
+  spec: StepSpec,
+  fake: jax.Array,
+  d_state: NetState,
+  real: losses.Batch,
+  labels: jax.Array,
+  keys: tuple[jax.Array, jax.Array],
+):
+  drop_key, augment_key = keys
+  inputs = augmented(spec, spec.objective.g_inputs(real, (fake, labels)), augment_key)
+  outputs, _ = discriminate(spec, d_state.params, d_state.batch_stats, inputs, drop_key)
   return spec.objective.g_loss(outputs)
 
 
-def g_update(spec: StepSpec, g_state: NetState, batch_stats, pull_back: Callable, fake: jax.Array,
-             scoring_d: NetState, real: losses.Batch, labels: jax.Array, key: jax.Array):
+def g_update(
+  spec: StepSpec,
+  g_state: NetState,
+  batch_stats,
+  pull_back: Callable,
+  fake: jax.Array,
+  scoring_d: NetState,
+  real: losses.Batch,
+  labels: jax.Array,
+  keys: tuple[jax.Array, jax.Array],
+):
   """One G update through D(`fake`), pulled back to G's parameters; returns G and its metrics."""
   (loss, parts), fake_grads = jax.value_and_grad(g_loss_of_fake, argnums=1, has_aux=True)(
-      spec, fake, scoring_d, real, labels, key)
+    spec, fake, scoring_d, real, labels, keys
+  )
   (grads,) = pull_back(fake_grads)
   g_state = g_state.apply_gradients(grads=grads, batch_stats=batch_stats)
-  return g_state, {'g_loss': loss, **{f'g/{k}': v for k, v in parts.items()},
-                   'g_grad_norm': optax.tree.norm(grads),
-                   'g_param_norm': optax.tree.norm(g_state.params)}
+  return g_state, {
+    'g_loss': loss,
+    **{f'g/{k}': v for k, v in parts.items()},
+    'g_grad_norm': optax.tree.norm(grads),
+    'g_param_norm': optax.tree.norm(g_state.params),
+  }
 
 
 def train_step(spec: StepSpec, state: GANState, device_data: dict) -> tuple[GANState, dict]:
@@ -162,35 +129,63 @@ def train_step(spec: StepSpec, state: GANState, device_data: dict) -> tuple[GANS
   (scored by D after that update, or before it with 'simultaneous' order)."""
   objective = spec.objective
   keys = step_keys(state.rng, state.step)
-  d_state, g_batch_stats = state.d, state.g.batch_stats
+  d_state = state.d
   for i in range(spec.d_steps):
     z_key, drop_key, wrong_key = jax.random.split(jax.random.fold_in(keys.step, i), 3)
+    d_keys = (drop_key, jax.random.fold_in(keys.augment, i))
     data_index = state.step * spec.d_steps + i
     real = gather(spec, device_data, 'real_indices', keys.data, data_index, spec.batch_size)
     labels = real[1]
     fake = None
     if objective.generates:
       z = spec.shard(jax.random.normal(z_key, (spec.batch_size, spec.latent_dim)))
-      fake, pull_back, g_batch_stats = generate(spec, state.g, g_batch_stats, z, labels)
+      # G's statistics move once per step: those of its last pass are kept.
+      fake, pull_back, g_batch_stats = generate(spec, state.g, state.g.batch_stats, z, labels)
     labeled = None
     if objective.uses_labels:
-      labeled = gather(spec, device_data, 'labeled_indices', keys.labeled, data_index,
-                       spec.labeled_batch_size)
+      labeled = gather(
+        spec, device_data, 'labeled_indices', keys.labeled, data_index, spec.labeled_batch_size
+      )
     d_fake = None if fake is None else (jax.lax.stop_gradient(fake), labels)
     d_inputs = objective.d_inputs(real, d_fake, labeled, wrong_key, spec.discriminator.num_classes)
     d_before = d_state
-    d_state, loss, parts, d_outputs, grads = d_update(spec, d_state, d_inputs, drop_key)
+    if objective.lazy_every > 1:  # two forms of the update; each step runs one
+      d_state, loss, parts, d_outputs, grads = jax.lax.cond(
+        data_index % objective.lazy_every == 0,
+        functools.partial(d_update, spec, lazy=True),
+        functools.partial(d_update, spec, lazy=False),
+        d_state,
+        d_inputs,
+        d_keys,
+      )
+    else:
+      d_state, loss, parts, d_outputs, grads = d_update(spec, d_state, d_inputs, d_keys)
 
-  metrics = {'d_loss': loss, **{f'd/{k}': v for k, v in parts.items()},
-             'd_grad_norm': optax.tree.norm(grads), 'd_param_norm': optax.tree.norm(d_state.params)}
+  metrics = {
+    'd_loss': loss,
+    **{f'd/{k}': v for k, v in parts.items()},
+    'd_grad_norm': optax.tree.norm(grads),
+    'd_param_norm': optax.tree.norm(d_state.params),
+  }
   g_state = state.g
   if objective.trains_generator:
-    g_state, g_metrics = g_update(spec, state.g, g_batch_stats, pull_back, fake,
-                                  d_before if spec.simultaneous else d_state, real, labels,
-                                  jax.random.fold_in(keys.step, spec.d_steps))
+    g_state, g_metrics = g_update(
+      spec,
+      state.g,
+      g_batch_stats,
+      pull_back,
+      fake,
+      d_before if spec.simultaneous else d_state,
+      real,
+      labels,
+      (jax.random.fold_in(keys.step, spec.d_steps), jax.random.fold_in(keys.augment, spec.d_steps)),
+    )
     metrics.update(g_metrics)
   metrics.update(objective.d_accuracies(d_outputs))
-  return GANState(step=state.step + 1, rng=state.rng, g=g_state, d=d_state), metrics
+  g_ema = (
+    None if state.g_ema is None else ema_update(state.g_ema, g_state, spec.g_ema_decay, state.step)
+  )
+  return GANState(step=state.step + 1, rng=state.rng, g=g_state, d=d_state, g_ema=g_ema), metrics
 
 
 def watch_step(step_fn: Callable, state: GANState, device_data: dict, watch: dict):
@@ -203,8 +198,10 @@ def watch_step(step_fn: Callable, state: GANState, device_data: dict, watch: dic
   finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(metrics)]))
   first = (watch['step'] < 0) & ~finite
   step = jnp.max(state.step)  # a K-seed state holds K equal steps
-  watch = {'step': jnp.where(first, step, watch['step']),
-           'metrics': jax.tree.map(lambda old, new: jnp.where(first, new, old), watch['metrics'], metrics)}
+  watch = {
+    'step': jnp.where(first, step, watch['step']),
+    'metrics': jax.tree.map(lambda old, new: jnp.where(first, new, old), watch['metrics'], metrics),
+  }
   return state, metrics, watch
 
 
@@ -223,8 +220,10 @@ def scan_steps(step_fn: Callable, num_steps: int, state: GANState, device_data: 
 
 def fresh_watch(metrics_shape) -> dict:
   """A watch that has seen no non-finite step."""
-  return {'step': jnp.asarray(-1, jnp.int32),
-          'metrics': jax.tree.map(lambda m: jnp.zeros(m.shape, m.dtype), metrics_shape)}
+  return {
+    'step': jnp.asarray(-1, jnp.int32),
+    'metrics': jax.tree.map(lambda m: jnp.zeros(m.shape, m.dtype), metrics_shape),
+  }
 
 
 class CompiledStep:
@@ -239,9 +238,21 @@ class CompiledStep:
     self.steps_per_call = steps_per_call
     self.sharding = sharding
     # jit compiles on first use: the single-step call only where a whole call cannot run.
-    self.calls = {n: jax.jit(functools.partial(scan_steps, train_step, n), donate_argnums=(0, 2))
-                  for n in {1, steps_per_call}}
+    self.calls = {
+      n: jax.jit(functools.partial(scan_steps, train_step, n), donate_argnums=(0, 2))
+      for n in {1, steps_per_call}
+    }
     self.skip = jax.jit(lambda state: state.replace(step=state.step + 1), donate_argnums=0)
+
+  def memory_bytes(self, state: GANState, device_data: dict, watch: dict) -> int:
+    """Device memory one call of the largest step needs (XLA's memory analysis of the compiled
+    program: arguments, outputs and temporaries). Compiling here also warms jit's cache."""
+    stats = (
+      self.calls[self.steps_per_call].lower(state, device_data, watch).compile().memory_analysis()
+    )
+    if stats is None:  # a backend without the analysis
+      return 0
+    return stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes
 
   def new_watch(self, state: GANState, device_data: dict) -> dict:
     """A fresh watch placed like the step's output, so the step compiles once, not again on its
@@ -250,13 +261,17 @@ class CompiledStep:
     return jax.device_put(fresh_watch(metrics_shape), self.sharding)
 
 
-def build_step(config: ConfigDict, generator: nn.Module, discriminator: nn.Module, mesh: Mesh,
-               seeds: Seeds) -> CompiledStep:
+def build_step(
+  config: ConfigDict, generator: nn.Module, discriminator: nn.Module, mesh: Mesh, seeds: Seeds
+) -> CompiledStep:
   """The compiled step of `config`, vmapped over the seeds of a K-seed run."""
   spec = StepSpec.from_config(config, generator, discriminator, mesh)
 
   def one_step(state: GANState, device_data: dict) -> tuple[GANState, dict]:
     return train_step(spec, state, device_data)
 
-  return CompiledStep(seeds.vectorize(one_step, in_axes=(0, SEED_AXES)),
-                      config.train.steps_per_call, parallel.replicated(mesh))
+  return CompiledStep(
+    seeds.vectorize(one_step, in_axes=(0, SEED_AXES)),
+    config.train.steps_per_call,
+    parallel.replicated(mesh),
+  )

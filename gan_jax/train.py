@@ -6,11 +6,11 @@ import signal
 import threading
 
 import jax
+from ml_collections import ConfigDict
 import numpy as np
 import tqdm
-from ml_collections import ConfigDict
 
-from gan_jax import evaluation, parallel
+from gan_jax import checks, diagnosis, evaluation, parallel
 from gan_jax.logging import MetricWriter, NullWriter, atomic_write_bytes
 from gan_jax.run import Run, latest_run
 from gan_jax.step import build_step
@@ -56,16 +56,23 @@ def rollback_step(run: Run, watch: dict) -> int | None:
     return None
   tc = run.config.train
   values = {k: np.atleast_1d(v) for k, v in jax.device_get(watch['metrics']).items()}
-  terms = ', '.join(f'{run.seeds.name(k, i)}={float(v[i])}' for k, v in values.items()
-                    for i in np.flatnonzero(~np.isfinite(v)))
+  terms = ', '.join(
+    f'{run.seeds.name(k, i)}={float(v[i])}'
+    for k, v in values.items()
+    for i in np.flatnonzero(~np.isfinite(v))
+  )
   good = run.checkpointer.latest_step() or 0
   rollbacks = len(run.skipped_steps)  # over the whole run: the checkpoint keeps the list
   if tc.on_nonfinite != 'rollback' or rollbacks >= tc.max_rollbacks:
-    raise NonFiniteError(f'non-finite {terms} at step {bad_step}; training stopped, the last good '
-                         f'checkpoint is step {good or None}')
+    raise NonFiniteError(
+      f'non-finite {terms} at step {bad_step}; training stopped, the last good '
+      f'checkpoint is step {good or None}'
+    )
   run.skipped_steps.append(bad_step)
-  tqdm.tqdm.write(f'non-finite {terms} at step {bad_step}: back to step {good}, skipping it '
-                  f'(rollback {rollbacks + 1} of {tc.max_rollbacks})')
+  tqdm.tqdm.write(
+    f'non-finite {terms} at step {bad_step}: back to step {good}, skipping it '
+    f'(rollback {rollbacks + 1} of {tc.max_rollbacks})'
+  )
   return good
 
 
@@ -73,8 +80,11 @@ def call_size(step: int, per_call: int, num_steps: int, skipped: list[int]) -> i
   """Steps in the next call: whole calls on the grid of steps_per_call; single steps where a call
   would pass the end, start off the grid (resumed with another steps_per_call) or hold a skipped
   step."""
-  whole = (step % per_call == 0 and step + per_call <= num_steps
-           and not any(step < s <= step + per_call for s in skipped))
+  whole = (
+    step % per_call == 0
+    and step + per_call <= num_steps
+    and not any(step < s <= step + per_call for s in skipped)
+  )
   return per_call if whole else 1
 
 
@@ -82,26 +92,46 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, float]:
   """Trains from scratch, or resumes from the latest checkpoint in `workdir`; returns the last metrics."""
   run = Run(config, workdir)
   tc = config.train
+  step_fn = build_step(config, run.generator, run.discriminator, run.mesh, run.seeds)
+  new_watch = lambda: step_fn.new_watch(run.state, run.device_data)
+  state, step, watch, last = run.state, run.start_step, new_watch(), {}
+  try:  # the last check of the input, before anything is written: does the step fit?
+    checks.check_memory(
+      config, step_fn.memory_bytes(state, run.device_data, watch), parallel.device_memory_bytes()
+    )
+  except BaseException:
+    run.close()
+    raise
   os.makedirs(run.checkpointer.directory, exist_ok=True)
   run.checkpointer.remove_unfinished()
   # Every process computes every value; process 0 alone writes them (the workdir may be shared).
   primary = parallel.is_primary()
   if primary:
-    atomic_write_bytes(os.path.join(workdir, 'config.json'), config.to_json_best_effort(indent=2).encode())
+    atomic_write_bytes(
+      os.path.join(workdir, 'config.json'), config.to_json_best_effort(indent=2).encode()
+    )
   writer = MetricWriter(workdir, resume_step=run.start_step) if primary else NullWriter()
-  step_fn = build_step(config, run.generator, run.discriminator, run.mesh, run.seeds)
-  new_watch = lambda: step_fn.new_watch(run.state, run.device_data)
-  state, step, watch, last = run.state, run.start_step, new_watch(), {}
   evaluator = run.evaluator() if config.eval.every and step < tc.num_steps else None
-  progress = tqdm.tqdm(total=tc.num_steps, initial=step, desc='train', unit='step', dynamic_ncols=True,
-                       disable=not primary)
+  progress = tqdm.tqdm(
+    total=tc.num_steps,
+    initial=step,
+    desc='train',
+    unit='step',
+    dynamic_ncols=True,
+    disable=not primary,
+  )
+  # What goes wrong, said once per symptom, through the progress bar; it never stops the run.
+  watcher = diagnosis.Watcher()
+  report = lambda found: [tqdm.tqdm.write(f'diagnosis: {d}') for d in found if primary]
   try:
     with stop_requests() as stop:
       while step < tc.num_steps:
         size = call_size(step, tc.steps_per_call, tc.num_steps, run.skipped_steps)
         step += size
         if step in run.skipped_steps:
-          state = step_fn.skip(state)  # the step of a rolled-back non-finite update: its batch is skipped
+          state = step_fn.skip(
+            state
+          )  # the step of a rolled-back non-finite update: its batch is skipped
         else:
           state, metrics, watch = step_fn.calls[size](state, run.device_data, watch)
         progress.update(size)
@@ -121,16 +151,20 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, float]:
         if log:
           last = run.seeds.scalars(metrics)
           writer.write(step, last)
+          report(watcher.update({'step': step, **last}))
           progress.set_postfix({k: f'{last[k]:.3f}' for k in ('d_loss', 'g_loss') if k in last})
         if step % tc.sample_every == 0 or final:
-          run.save_samples(state, os.path.join(workdir, 'samples', f'step_{step:06d}.png'))
+          writer.write_images(
+            step, run.save_samples(state, os.path.join(workdir, 'samples', f'step_{step:06d}.png'))
+          )
         if save:
           run.checkpointer.save(state, run.meta)
         if score:
           scores = run.score(evaluator, state)
           writer.write(step, {f'eval/{k}': v for k, v in scores.items()})
+          report(watcher.update({'step': step, **{f'eval/{k}': v for k, v in scores.items()}}))
           if primary:
-            evaluation.save_eval(workdir, step, scores)
+            evaluation.save_eval(workdir, step, scores, not evaluator.classifier.trained)
         if stopping:
           raise Interrupted(stop[0], step)
   finally:
@@ -152,7 +186,8 @@ def sample(config: ConfigDict, workdir: str) -> str:
 def evaluate(config: ConfigDict, workdir: str) -> str:
   """--mode=eval: scores the latest checkpoint of `workdir` (eval.json, report.md); returns its path."""
   run = latest_run(config, workdir, 'evaluate')
-  scores = run.score(run.evaluator(), run.state)
+  evaluator = run.evaluator()
+  scores = run.score(evaluator, run.state)
   if parallel.is_primary():  # every process scores (one program over all devices), one writes
-    evaluation.save_eval(workdir, run.start_step, scores)
+    evaluation.save_eval(workdir, run.start_step, scores, not evaluator.classifier.trained)
   return os.path.join(workdir, 'eval.json')

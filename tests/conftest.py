@@ -15,7 +15,9 @@ jax.config.update('jax_disable_most_optimizations', True)
 @contextlib.contextmanager
 def offline():
   """Makes any network connection fail."""
-  with mock.patch.object(socket.socket, 'connect', side_effect=OSError('network disabled in tests')):
+  with mock.patch.object(
+    socket.socket, 'connect', side_effect=OSError('network disabled in tests')
+  ):
     yield
 
 
@@ -30,9 +32,21 @@ def mock_tfds(num_examples: int):
   correctly, stands in for it.
   """
   source_cls = tfds.core.data_sources.array_record.ArrayRecordDataSource
-  with tfds.testing.mock_data(num_examples=num_examples, policy=tfds.testing.MockPolicy.USE_CODE), \
-      mock.patch.object(source_cls, '__getitems__', lambda self, keys: [self[k] for k in keys]):
+  with (
+    tfds.testing.mock_data(num_examples=num_examples, policy=tfds.testing.MockPolicy.USE_CODE),
+    mock.patch.object(source_cls, '__getitems__', lambda self, keys: [self[k] for k in keys]),
+  ):
     yield
+
+
+def mnist5k_dataset(image_size: int = 28):
+  """The embedded default data set at `image_size`, as a run opens it."""
+  from configs import default
+  from gan_jax import data
+
+  config = default.base().data
+  config.image_size = image_size
+  return data.open_dataset(config)
 
 
 @pytest.fixture(scope='session', autouse=True)
@@ -52,13 +66,25 @@ def eval_cache(tmp_path_factory):
     yield
 
 
-@pytest.fixture(scope='session')
-def classifier(eval_cache):
-  """The mnist5k eval classifier, trained once per session into that cache."""
+def trained_classifier(image_size: int):
+  """The mnist5k eval classifier at `image_size`, trained on first use into the session's cache."""
   from gan_jax import evaluation
+
   # Optimizations are off for fast compiles (above); this training runs 10x slower without them.
   jax.config.update('jax_disable_most_optimizations', False)
   try:
-    return evaluation.load_classifier('mnist5k')
+    return evaluation.load_classifier(mnist5k_dataset(image_size))
   finally:
     jax.config.update('jax_disable_most_optimizations', True)
+
+
+@pytest.fixture(scope='session')
+def classifier(eval_cache):
+  """The 28×28 mnist5k eval classifier (the size of every system but SGAN), trained once."""
+  return trained_classifier(28)
+
+
+@pytest.fixture(scope='session')
+def classifier32(eval_cache):
+  """The 32×32 one, for SGAN's whole 32×32 samples, trained once."""
+  return trained_classifier(32)

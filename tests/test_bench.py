@@ -7,9 +7,9 @@ import subprocess
 import sys
 
 import pytest
+from test_train import load_config
 
 from gan_jax import bench
-from test_train import load_config
 
 # A few one-step trials and a small matmul: the machinery, not the figures.
 QUICK = {'trials': 5, 'warmup_steps': 1, 'steps_per_trial': 1, 'roofline_size': 128}
@@ -38,9 +38,14 @@ def test_bench_writes_positive_finite_figures(steps_per_call, tmp_path, capsys):
     s = result[key]
     assert all(positive(s[k]) for k in ('median', 'min', 'max')), key
     assert s['min'] <= s['median'] <= s['max'], key
-  for value in (result['lower_seconds'], result['compile_seconds'], result['flops_per_step'],
-                result['gflops_per_s'], result['roofline']['gflops_per_s'],
-                result['roofline']['fraction']):
+  for value in (
+    result['lower_seconds'],
+    result['compile_seconds'],
+    result['flops_per_step'],
+    result['gflops_per_s'],
+    result['roofline']['gflops_per_s'],
+    result['roofline']['fraction'],
+  ):
     assert positive(value)
   # Per step whatever the steps per call. By hand: G's and D's matmuls (G on 8 noise vectors, D on 16 images), forward and backward
   # (3 × the forward) for D's update and for G's (D's input gradient only, but G's pass again).
@@ -64,14 +69,17 @@ def test_roofline_is_positive():
   assert positive(bench.roofline_gflops(size=64, repeats=2))
 
 
-@pytest.mark.parametrize('options, message', [
+@pytest.mark.parametrize(
+  'options, message',
+  [
     ({'trials': 0}, 'bench.trials'),
     ({'warmup_steps': 1.5}, 'bench.warmup_steps'),
     ({'steps_per_trial': -1}, 'bench.steps_per_trial'),
     ({'trial_seconds': 0}, 'bench.trial_seconds'),
     ({'roofline_size': 0}, 'bench.roofline_size'),
     ({'repeats': 3}, 'bench.repeats is not a bench option'),
-])
+  ],
+)
 def test_bad_bench_options_are_one_line_errors_before_any_work(options, message, tmp_path):
   config = load_config('gan')
   config.bench = options
@@ -85,11 +93,22 @@ def test_launch_bench_mode_reports_bad_workdir_in_one_line(tmp_path):
   workdir = tmp_path / 'a_file'
   workdir.write_text('')
   result = subprocess.run(
-      [sys.executable, 'launch.py', '--config=configs/gan.py:smoke', '--mode=bench',
-       f'--workdir={workdir}'], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    [
+      sys.executable,
+      'launch.py',
+      '--config=configs/gan.py:smoke',
+      '--mode=bench',
+      f'--workdir={workdir}',
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert result.returncode == 2
   assert result.stderr.strip().splitlines() == [
-      f'error: workdir={str(workdir)!r} is a file, not a directory']
+    f'error: workdir={str(workdir)!r} is a file, not a directory'
+  ]
 
 
 def test_k_seed_bench_times_the_single_seed_step_beside_it(tmp_path, capsys):
@@ -104,6 +123,7 @@ def test_k_seed_bench_times_the_single_seed_step_beside_it(tmp_path, capsys):
   assert len(single['trial_seconds']) == result['trials'] == 5
   assert positive(single['compile_seconds']) and positive(single['speedup'])
   assert single['speedup'] == pytest.approx(
-      result['images_per_s']['median'] / single['images_per_s']['median'])
+    result['images_per_s']['median'] / single['images_per_s']['median']
+  )
   out = capsys.readouterr().out
   assert '2 seeds in one step' in out and '1 seed' in out

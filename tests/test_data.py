@@ -3,12 +3,14 @@
 import pathlib
 import sys
 
+from conftest import mock_tfds, offline
 import jax
 import jax.numpy as jnp
+from ml_collections import ConfigDict
 import numpy as np
+from PIL import Image
 import pytest
 
-from conftest import mock_tfds, offline
 from gan_jax import data
 
 
@@ -57,7 +59,7 @@ def test_standard_name_reads_through_tfds_data_source(data_dir):
     images, labels = data.load_split('mnist', 'train', data_dir)
   assert images.shape == (12, 28, 28, 1) and images.dtype == np.uint8
   assert labels.shape == (12,) and labels.dtype == np.int32
-  assert labels.min() >= 0 and labels.max() < data.DATASETS['mnist']
+  assert labels.min() >= 0 and labels.max() < data.TFDS_DATASETS['mnist']
 
 
 def test_standard_name_not_prepared_is_a_one_line_error(tmp_path):
@@ -73,7 +75,7 @@ def test_unknown_dataset_is_a_one_line_error():
   with pytest.raises(ValueError) as error:
     data.load_split('foo', 'train')
   assert str(error.value) == (
-      "Unknown dataset: 'foo'; valid choices: fashion_mnist, mnist, mnist5k"
+    "data.name='foo' is not a tfds data set; valid choices: fashion_mnist, mnist, mnist5k"
   )
 
 
@@ -154,11 +156,9 @@ def test_batch_indices_walk_epochs_without_replacement():
 
 def test_batch_indices_are_deterministic():
   step = jnp.int32(7)
-  np.testing.assert_array_equal(
-      batch_indices(KEY, step, 100, 8), batch_indices(KEY, step, 100, 8)
-  )
+  np.testing.assert_array_equal(batch_indices(KEY, step, 100, 8), batch_indices(KEY, step, 100, 8))
   assert not np.array_equal(
-      batch_indices(KEY, step, 100, 8), batch_indices(jax.random.PRNGKey(1), step, 100, 8)
+    batch_indices(KEY, step, 100, 8), batch_indices(jax.random.PRNGKey(1), step, 100, 8)
   )
 
 
@@ -167,3 +167,52 @@ def test_batch_indices_small_pool_samples_with_replacement():
   assert batch.shape == (64,) and batch.dtype == jnp.int32
   assert set(batch.tolist()) == set(range(5))
   assert not np.array_equal(batch, batch_indices(KEY, jnp.int32(1), 5, 64))
+
+
+@pytest.mark.parametrize('image_size, channels', [(28, 1), (32, 1), (32, 3)])
+def test_open_dataset_pads_and_converts_the_embedded_data(image_size, channels):
+  config = ConfigDict(
+    {
+      'name': 'mnist5k',
+      'data_dir': '',
+      'image_size': image_size,
+      'channels': channels,
+      'folder': '',
+    }
+  )
+  dataset = data.open_dataset(config)
+  assert dataset.labeled and dataset.num_classes == 10
+  images, labels = dataset.split('test')
+  raw, raw_labels = data.load_split('mnist5k', 'test')
+  assert images.shape == (1000, image_size, image_size, channels)
+  np.testing.assert_array_equal(labels, raw_labels)
+  top = (image_size - 28) // 2
+  centre = images[:, top : top + 28, top : top + 28]
+  for c in range(channels):  # grey repeated into every channel, the padding black
+    np.testing.assert_array_equal(centre[..., c : c + 1], raw)
+  assert images.sum() == raw.sum() * channels
+
+
+def test_rgb_to_grey_is_pillows_luma():
+  rgb = np.random.default_rng(0).integers(0, 256, (2, 5, 5, 3), dtype=np.uint8)
+  grey = data.with_channels(rgb, 1)
+  expected = np.stack([np.asarray(Image.fromarray(image).convert('L')) for image in rgb])[..., None]
+  assert np.abs(grey.astype(int) - expected).max() <= 1
+
+
+@pytest.mark.parametrize(
+  'field, value, message',
+  [
+    ('name', 'nope', "data.name='nope' is not valid; valid choices:"),
+    ('channels', 2, 'data.channels=2 is not valid; valid choices: 1, 3'),
+    ('folder', '/somewhere', "data.folder='/somewhere' is only read with data.name='folder'"),
+  ],
+)
+def test_open_dataset_bad_input_is_one_line(field, value, message):
+  config = ConfigDict(
+    {'name': 'mnist5k', 'data_dir': '', 'image_size': 28, 'channels': 1, 'folder': ''}
+  )
+  config[field] = value
+  with pytest.raises(ValueError) as error:
+    data.open_dataset(config)
+  assert str(error.value).startswith(message) and '\n' not in str(error.value)

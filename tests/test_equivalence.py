@@ -17,11 +17,12 @@ import jax
 import jax.numpy as jnp
 import optax
 import pytest
+from test_train import load_config
 
 from gan_jax import data
+from gan_jax import state as state_lib
 from gan_jax import step as step_lib
 from gan_jax.run import Run
-from test_train import load_config
 
 NUM_STEPS = 3
 # Tolerances, float32. The two steps order their arithmetic differently (G's pass fused into its
@@ -45,22 +46,31 @@ def fake_prob(logits):
 
 # Per system: D's loss of its outputs {name: (logits, labels)}, and G's loss of D(G(z)) logits.
 REFERENCE_LOSSES = {
-    # Odena 2016: labeled −log p(y|x); unlabeled real −log(1 − p_fake); fake −log p_fake.
-    'sgan': (
-        lambda o: (optax.softmax_cross_entropy_with_integer_labels(*o['labeled']).mean()
-                   - jnp.log(1 - fake_prob(o['real'][0])).mean()
-                   - jnp.log(fake_prob(o['fake'][0])).mean()),
-        lambda logits: -jnp.log(1 - fake_prob(logits)).mean()),
-    # Radford 2016: BCE, G non-saturating −log D(G(z)).
-    'dcgan': (
-        lambda o: (optax.sigmoid_binary_cross_entropy(o['real'][0][:, 0], 1.0).mean()
-                   + optax.sigmoid_binary_cross_entropy(o['fake'][0][:, 0], 0.0).mean()),
-        lambda logits: optax.sigmoid_binary_cross_entropy(logits[:, 0], 1.0).mean()),
-    # Goodfellow 2014 with one-sided label smoothing (real target 0.9).
-    'gan': (
-        lambda o: (optax.sigmoid_binary_cross_entropy(o['real'][0][:, 0], 0.9).mean()
-                   + optax.sigmoid_binary_cross_entropy(o['fake'][0][:, 0], 0.0).mean()),
-        lambda logits: optax.sigmoid_binary_cross_entropy(logits[:, 0], 1.0).mean()),
+  # Odena 2016: labeled −log p(y|x); unlabeled real −log(1 − p_fake); fake −log p_fake.
+  'sgan': (
+    lambda o: (
+      optax.softmax_cross_entropy_with_integer_labels(*o['labeled']).mean()
+      - jnp.log(1 - fake_prob(o['real'][0])).mean()
+      - jnp.log(fake_prob(o['fake'][0])).mean()
+    ),
+    lambda logits: -jnp.log(1 - fake_prob(logits)).mean(),
+  ),
+  # Radford 2016: BCE, G non-saturating −log D(G(z)).
+  'dcgan': (
+    lambda o: (
+      optax.sigmoid_binary_cross_entropy(o['real'][0][:, 0], 1.0).mean()
+      + optax.sigmoid_binary_cross_entropy(o['fake'][0][:, 0], 0.0).mean()
+    ),
+    lambda logits: optax.sigmoid_binary_cross_entropy(logits[:, 0], 1.0).mean(),
+  ),
+  # Goodfellow 2014 with one-sided label smoothing (real target 0.9).
+  'gan': (
+    lambda o: (
+      optax.sigmoid_binary_cross_entropy(o['real'][0][:, 0], 0.9).mean()
+      + optax.sigmoid_binary_cross_entropy(o['fake'][0][:, 0], 0.0).mean()
+    ),
+    lambda logits: optax.sigmoid_binary_cross_entropy(logits[:, 0], 1.0).mean(),
+  ),
 }
 
 
@@ -69,16 +79,25 @@ def apply_train(module, params, batch_stats, *args, key=None):
   rngs = {'dropout': key} if key is not None else {}
   if not batch_stats:
     return module.apply({'params': params}, *args, train=True, rngs=rngs), batch_stats
-  out, mutated = module.apply({'params': params, 'batch_stats': batch_stats}, *args, train=True,
-                              rngs=rngs, mutable=['batch_stats'])
+  out, mutated = module.apply(
+    {'params': params, 'batch_stats': batch_stats},
+    *args,
+    train=True,
+    rngs=rngs,
+    mutable=['batch_stats'],
+  )
   return out, mutated['batch_stats']
 
 
 def adam_update(net, grads, opt_config, batch_stats):
   tx = optax.adam(opt_config.learning_rate, b1=opt_config.b1, b2=opt_config.b2)
   updates, opt_state = tx.update(grads, net.opt_state, net.params)
-  return net.replace(step=net.step + 1, params=optax.apply_updates(net.params, updates),
-                     opt_state=opt_state, batch_stats=batch_stats)
+  return net.replace(
+    step=net.step + 1,
+    params=optax.apply_updates(net.params, updates),
+    opt_state=opt_state,
+    batch_stats=batch_stats,
+  )
 
 
 def make_reference_step(config, system, generator, discriminator):
@@ -92,20 +111,24 @@ def make_reference_step(config, system, generator, discriminator):
     return data.to_unit_range(device_data['images'][idx]), device_data['labels'][idx]
 
   def run_d(params, batch_stats, inputs, key):
-    """D on each input in its own pass, in step.py's (sorted) order and with its dropout keys."""
-    outputs = {}
+    """D on each input in its own pass, in step.py's (sorted) order and with its dropout keys;
+    the running statistics are those of the pass on real images."""
+    outputs, new_stats = {}, batch_stats
     for i, name in enumerate(sorted(inputs)):
       images, labels = inputs[name]
-      (logits, _), batch_stats = apply_train(discriminator, params, batch_stats, images, labels,
-                                             key=jax.random.fold_in(key, i))
+      (logits, _), stats = apply_train(
+        discriminator, params, batch_stats, images, labels, key=jax.random.fold_in(key, i)
+      )
       outputs[name] = (logits, labels)
-    return outputs, batch_stats
+      if name == 'real':
+        new_stats = stats
+    return outputs, new_stats
 
   def step(state, device_data):
     rng = state.rng
-    data_key = jax.random.fold_in(rng, step_lib.DATA_STREAM)
-    labeled_key = jax.random.fold_in(rng, step_lib.LABELED_STREAM)
-    step_key = jax.random.fold_in(jax.random.fold_in(rng, step_lib.STEP_STREAM), state.step)
+    data_key = jax.random.fold_in(rng, state_lib.DATA_STREAM)
+    labeled_key = jax.random.fold_in(rng, state_lib.LABELED_STREAM)
+    step_key = jax.random.fold_in(jax.random.fold_in(rng, state_lib.STEP_STREAM), state.step)
     d, g_stats = state.d, state.g.batch_stats
     for i in range(config.train.d_steps):
       z_key, drop_key, _ = jax.random.split(jax.random.fold_in(step_key, i), 3)
@@ -115,8 +138,13 @@ def make_reference_step(config, system, generator, discriminator):
       fake, g_stats = apply_train(generator, state.g.params, g_stats, z, labels)
       inputs = {'real': (real, labels), 'fake': (fake, labels)}
       if system == 'sgan':
-        inputs['labeled'] = batch(device_data, 'labeled_indices', labeled_key, index,
-                                  config.data.labeled_batch_size or batch_size)
+        inputs['labeled'] = batch(
+          device_data,
+          'labeled_indices',
+          labeled_key,
+          index,
+          config.data.labeled_batch_size or batch_size,
+        )
 
       def d_loss_fn(params):
         outputs, stats = run_d(params, d.batch_stats, inputs, drop_key)
@@ -127,8 +155,12 @@ def make_reference_step(config, system, generator, discriminator):
 
     def g_loss_fn(params):
       fake, _ = apply_train(generator, params, state.g.batch_stats, z, labels)  # recomputed
-      outputs, _ = run_d(d.params, d.batch_stats, {'fake': (fake, labels)},
-                         jax.random.fold_in(step_key, config.train.d_steps))
+      outputs, _ = run_d(
+        d.params,
+        d.batch_stats,
+        {'fake': (fake, labels)},
+        jax.random.fold_in(step_key, config.train.d_steps),
+      )
       return g_loss_of(outputs['fake'][0])
 
     g_loss, g_grads = jax.value_and_grad(g_loss_fn)(state.g.params)
@@ -147,7 +179,9 @@ def test_optimized_step_matches_plain_reference(system, tmp_path):
   generator, discriminator = run.generator, run.discriminator
   if not run.state.d.batch_stats and 'dropout' in discriminator.__dataclass_fields__:
     discriminator = discriminator.clone(dropout=0.0)  # see the module docstring
-  optimized = jax.jit(step_lib.build_step(config, generator, discriminator, run.mesh, run.seeds).train_step)
+  optimized = jax.jit(
+    step_lib.build_step(config, generator, discriminator, run.mesh, run.seeds).train_step
+  )
   reference = jax.jit(make_reference_step(config, system, generator, discriminator))
 
   fast = plain = run.state
@@ -160,12 +194,18 @@ def test_optimized_step_matches_plain_reference(system, tmp_path):
   assert int(fast.step) == int(plain.step) == NUM_STEPS
   for net in ('g', 'd'):
     fast_net, plain_net, initial = getattr(fast, net), getattr(plain, net), getattr(run.state, net)
-    chex.assert_trees_all_close(fast_net.batch_stats, plain_net.batch_stats, rtol=STATS_RTOL,
-                                atol=STATS_ATOL)
+    chex.assert_trees_all_close(
+      fast_net.batch_stats, plain_net.batch_stats, rtol=STATS_RTOL, atol=STATS_ATOL
+    )
     relative = jax.tree_util.tree_map_with_path(
-        lambda path, f, p, i: (jax.tree_util.keystr(path),
-                               float(jnp.linalg.norm(f - p) / jnp.linalg.norm(f - i))),
-        fast_net.params, plain_net.params, initial.params)
+      lambda path, f, p, i: (
+        jax.tree_util.keystr(path),
+        float(jnp.linalg.norm(f - p) / jnp.linalg.norm(f - i)),
+      ),
+      fast_net.params,
+      plain_net.params,
+      initial.params,
+    )
     ratios = jax.tree.leaves(relative, is_leaf=lambda x: isinstance(x, tuple))
     far = [(name, r) for name, r in ratios if not r <= PARAM_REL_DIFF]
     assert not far, f'{net} parameters differ by over {PARAM_REL_DIFF:.0%} of their update: {far}'

@@ -8,12 +8,12 @@ import flax.linen as nn
 import jax
 import numpy as np
 import pytest
+from test_train import load_config
 
 from gan_jax import losses, models, train
 from gan_jax.logging import read_metrics
 from gan_jax.run import Run
 from gan_jax.step import build_step
-from test_train import load_config
 
 
 def hinge_real(logits: jax.Array) -> jax.Array:
@@ -23,6 +23,7 @@ def hinge_real(logits: jax.Array) -> jax.Array:
 
 class ToyGenerator(nn.Module):
   """z → Dense H·W·C → tanh."""
+
   image_shape: tuple[int, int, int] = (28, 28, 1)
 
   @nn.compact
@@ -33,6 +34,7 @@ class ToyGenerator(nn.Module):
 
 class ToyDiscriminator(nn.Module):
   """Flattened image → one logit; zero-initialised, so every logit starts at exactly 0."""
+
   num_classes: int = 10
 
   @nn.compact
@@ -45,9 +47,15 @@ class ToyDiscriminator(nn.Module):
 @pytest.fixture
 def extended(monkeypatch):
   """The toy term and models registered, as a user's own module would do on import."""
-  monkeypatch.setitem(losses.D_TERMS, 'toy_hinge_real', losses.Term(
-      needs=('real',), fn=lambda outputs, hp: hinge_real(outputs['real'].logits[..., 0]),
-      boundary=lambda hp: 0.0))
+  monkeypatch.setitem(
+    losses.D_TERMS,
+    'toy_hinge_real',
+    losses.Term(
+      needs=('real',),
+      fn=lambda outputs, hp: hinge_real(outputs['real'].logits[..., 0]),
+      boundary=lambda hp: 0.0,
+    ),
+  )
   monkeypatch.setitem(models.GENERATORS, 'toy', ToyGenerator)
   monkeypatch.setitem(models.DISCRIMINATORS, 'toy', ToyDiscriminator)
   config = load_config('gan')
@@ -60,7 +68,9 @@ def test_a_term_and_models_added_from_outside_train(extended, tmp_path):
   run = Run(extended, str(tmp_path / 'step'))
   run.checkpointer.close()
   assert isinstance(run.generator, ToyGenerator) and isinstance(run.discriminator, ToyDiscriminator)
-  step = jax.jit(build_step(extended, run.generator, run.discriminator, run.mesh, run.seeds).train_step)
+  step = jax.jit(
+    build_step(extended, run.generator, run.discriminator, run.mesh, run.seeds).train_step
+  )
   _, metrics = step(run.state, run.device_data)
   # D's logits start at 0: hinge 1 on real, BCE log 2 on fake, and D calls nothing real.
   assert float(metrics['d/toy_hinge_real']) == 1.0

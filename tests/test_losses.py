@@ -8,6 +8,7 @@ own stable formulas, so a sign or an argument swapped in losses.py shows up here
 import chex
 import jax
 import jax.numpy as jnp
+from ml_collections import ConfigDict
 import numpy as np
 import pytest
 
@@ -35,8 +36,11 @@ def sgan_logits(seed=0, batch=B, scale=2.0):
 
 
 def close(actual, expected, rtol=RTOL, atol=ATOL):
-  as64 = lambda t: ({k: np.asarray(v, np.float64) for k, v in t.items()} if isinstance(t, dict)
-                    else np.asarray(t, np.float64))
+  as64 = lambda t: (
+    {k: np.asarray(v, np.float64) for k, v in t.items()}
+    if isinstance(t, dict)
+    else np.asarray(t, np.float64)
+  )
   chex.assert_trees_all_close(as64(actual), as64(expected), rtol=rtol, atol=atol)
 
 
@@ -48,54 +52,57 @@ def grad_of(fn, x):
 # Single-logit losses: (name, fn of logits, value by hand from the definition, d/dx by hand).
 # sigma = sigmoid(x); -log sigma, -log(1 - sigma), etc. written straight from probabilities.
 BINARY_CASES = {
-    'sigmoid_ce_t0.3': (
-        lambda x: losses.sigmoid_cross_entropy(x, 0.3),
-        lambda x: -0.3 * np.log(np_sigmoid(x)) - 0.7 * np.log(1 - np_sigmoid(x)),
-        lambda x: np_sigmoid(x) - 0.3),
-    'bce_real': (
-        losses.bce_real,
-        lambda x: -np.log(np_sigmoid(x)),
-        lambda x: np_sigmoid(x) - 1.0),
-    'bce_real_smooth0.9': (
-        lambda x: losses.bce_real(x, 0.9),
-        lambda x: -0.9 * np.log(np_sigmoid(x)) - 0.1 * np.log(1 - np_sigmoid(x)),
-        lambda x: np_sigmoid(x) - 0.9),
-    'bce_fake': (
-        losses.bce_fake,
-        lambda x: -np.log(1 - np_sigmoid(x)),
-        lambda x: np_sigmoid(x)),
-    'bce_gen_nonsaturating': (
-        losses.bce_generator,
-        lambda x: -np.log(np_sigmoid(x)),
-        lambda x: np_sigmoid(x) - 1.0),
-    'bce_gen_minimax': (
-        lambda x: losses.bce_generator(x, minimax=True),
-        lambda x: np.log(1 - np_sigmoid(x)),
-        lambda x: -np_sigmoid(x)),
-    'lsgan_real_b1': (
-        losses.lsgan_real,
-        lambda x: 0.5 * (x - 1.0) ** 2,
-        lambda x: x - 1.0),
-    'lsgan_real_b0.5': (
-        lambda x: losses.lsgan_real(x, b=0.5),
-        lambda x: 0.5 * (x - 0.5) ** 2,
-        lambda x: x - 0.5),
-    'lsgan_fake_a0': (
-        losses.lsgan_fake,
-        lambda x: 0.5 * x ** 2,
-        lambda x: x),
-    'lsgan_fake_a-1': (
-        lambda x: losses.lsgan_fake(x, a=-1.0),
-        lambda x: 0.5 * (x + 1.0) ** 2,
-        lambda x: x + 1.0),
-    'lsgan_gen_c1': (
-        losses.lsgan_generator,
-        lambda x: 0.5 * (x - 1.0) ** 2,
-        lambda x: x - 1.0),
-    'lsgan_gen_c0': (
-        lambda x: losses.lsgan_generator(x, c=0.0),
-        lambda x: 0.5 * x ** 2,
-        lambda x: x),
+  'sigmoid_ce_t0.3': (
+    lambda x: losses.sigmoid_cross_entropy(x, 0.3),
+    lambda x: -0.3 * np.log(np_sigmoid(x)) - 0.7 * np.log(1 - np_sigmoid(x)),
+    lambda x: np_sigmoid(x) - 0.3,
+  ),
+  'bce_real': (losses.bce_real, lambda x: -np.log(np_sigmoid(x)), lambda x: np_sigmoid(x) - 1.0),
+  'bce_real_smooth0.9': (
+    lambda x: losses.bce_real(x, 0.9),
+    lambda x: -0.9 * np.log(np_sigmoid(x)) - 0.1 * np.log(1 - np_sigmoid(x)),
+    lambda x: np_sigmoid(x) - 0.9,
+  ),
+  'bce_fake': (losses.bce_fake, lambda x: -np.log(1 - np_sigmoid(x)), lambda x: np_sigmoid(x)),
+  'bce_gen_nonsaturating': (
+    losses.bce_generator,
+    lambda x: -np.log(np_sigmoid(x)),
+    lambda x: np_sigmoid(x) - 1.0,
+  ),
+  'bce_gen_minimax': (
+    lambda x: losses.bce_generator(x, minimax=True),
+    lambda x: np.log(1 - np_sigmoid(x)),
+    lambda x: -np_sigmoid(x),
+  ),
+  'lsgan_real_b1': (losses.lsgan_real, lambda x: 0.5 * (x - 1.0) ** 2, lambda x: x - 1.0),
+  'lsgan_real_b0.5': (
+    lambda x: losses.lsgan_real(x, b=0.5),
+    lambda x: 0.5 * (x - 0.5) ** 2,
+    lambda x: x - 0.5,
+  ),
+  'lsgan_fake_a0': (losses.lsgan_fake, lambda x: 0.5 * x**2, lambda x: x),
+  'lsgan_fake_a-1': (
+    lambda x: losses.lsgan_fake(x, a=-1.0),
+    lambda x: 0.5 * (x + 1.0) ** 2,
+    lambda x: x + 1.0,
+  ),
+  'lsgan_gen_c1': (losses.lsgan_generator, lambda x: 0.5 * (x - 1.0) ** 2, lambda x: x - 1.0),
+  'lsgan_gen_c0': (lambda x: losses.lsgan_generator(x, c=0.0), lambda x: 0.5 * x**2, lambda x: x),
+  # Hinge (Lim & Ye 2017): max(0, 1 − x) on real, max(0, 1 + x) on fake; G: −x.
+  'hinge_real': (
+    losses.hinge_real,
+    lambda x: np.maximum(0.0, 1.0 - x),
+    lambda x: np.where(x < 1.0, -1.0, 0.0),
+  ),
+  'hinge_fake': (
+    losses.hinge_fake,
+    lambda x: np.maximum(0.0, 1.0 + x),
+    lambda x: np.where(x > -1.0, 1.0, 0.0),
+  ),
+  # Wasserstein critic (Arjovsky et al. 2017): D minimises D(G(z)) − D(x); G minimises −D(G(z)).
+  'critic_real': (losses.critic_real, lambda x: -x, lambda x: -np.ones_like(x)),
+  'critic_fake': (losses.critic_fake, lambda x: x, lambda x: np.ones_like(x)),
+  'critic_generator': (losses.critic_generator, lambda x: -x, lambda x: -np.ones_like(x)),
 }
 
 
@@ -122,18 +129,23 @@ def test_binary_shape_is_elementwise():
 
 # Value at logit -100 and +100 in the limit (exp(-100) ~ 4e-44 is below float32 resolution).
 BINARY_LIMITS = {
-    'sigmoid_ce_t0.3': (0.3 * BIG, 0.7 * BIG),
-    'bce_real': (BIG, 0.0),
-    'bce_real_smooth0.9': (0.9 * BIG, 0.1 * BIG),
-    'bce_fake': (0.0, BIG),
-    'bce_gen_nonsaturating': (BIG, 0.0),
-    'bce_gen_minimax': (0.0, -BIG),
-    'lsgan_real_b1': (0.5 * 101**2, 0.5 * 99**2),
-    'lsgan_real_b0.5': (0.5 * 100.5**2, 0.5 * 99.5**2),
-    'lsgan_fake_a0': (0.5 * BIG**2, 0.5 * BIG**2),
-    'lsgan_fake_a-1': (0.5 * 99**2, 0.5 * 101**2),
-    'lsgan_gen_c1': (0.5 * 101**2, 0.5 * 99**2),
-    'lsgan_gen_c0': (0.5 * BIG**2, 0.5 * BIG**2),
+  'sigmoid_ce_t0.3': (0.3 * BIG, 0.7 * BIG),
+  'bce_real': (BIG, 0.0),
+  'bce_real_smooth0.9': (0.9 * BIG, 0.1 * BIG),
+  'bce_fake': (0.0, BIG),
+  'bce_gen_nonsaturating': (BIG, 0.0),
+  'bce_gen_minimax': (0.0, -BIG),
+  'lsgan_real_b1': (0.5 * 101**2, 0.5 * 99**2),
+  'lsgan_real_b0.5': (0.5 * 100.5**2, 0.5 * 99.5**2),
+  'lsgan_fake_a0': (0.5 * BIG**2, 0.5 * BIG**2),
+  'lsgan_fake_a-1': (0.5 * 99**2, 0.5 * 101**2),
+  'lsgan_gen_c1': (0.5 * 101**2, 0.5 * 99**2),
+  'lsgan_gen_c0': (0.5 * BIG**2, 0.5 * BIG**2),
+  'hinge_real': (1 + BIG, 0.0),
+  'hinge_fake': (0.0, 1 + BIG),
+  'critic_real': (BIG, -BIG),
+  'critic_fake': (-BIG, BIG),
+  'critic_generator': (BIG, -BIG),
 }
 
 
@@ -184,10 +196,10 @@ def sgan_refs(l, y):
   p = np_softmax(l)
   p_fake = p[:, N]
   return {
-      'labeled': -np.log(p[np.arange(len(y)), y]),
-      'real': -np.log(1 - p_fake),
-      'fake': -np.log(p_fake),
-      'gen': -np.log(1 - p_fake),
+    'labeled': -np.log(p[np.arange(len(y)), y]),
+    'real': -np.log(1 - p_fake),
+    'fake': -np.log(p_fake),
+    'gen': -np.log(1 - p_fake),
   }
 
 
@@ -197,21 +209,22 @@ def sgan_grad_refs(l, y):
   onehot_y = np.eye(N + 1)[y]
   onehot_fake = np.eye(N + 1)[np.full(len(y), N)]
   # d/dl [-log sum_{k<N} p_k]: p - p restricted to the real classes and renormalised.
-  p_real_cond = np.concatenate([p[:, :N] / p[:, :N].sum(-1, keepdims=True),
-                                np.zeros((len(y), 1))], axis=-1)
+  p_real_cond = np.concatenate(
+    [p[:, :N] / p[:, :N].sum(-1, keepdims=True), np.zeros((len(y), 1))], axis=-1
+  )
   return {
-      'labeled': p - onehot_y,
-      'real': p - p_real_cond,
-      'fake': p - onehot_fake,
-      'gen': p - p_real_cond,
+    'labeled': p - onehot_y,
+    'real': p - p_real_cond,
+    'fake': p - onehot_fake,
+    'gen': p - p_real_cond,
   }
 
 
 SGAN_FNS = {
-    'labeled': lambda l, y: losses.sgan_labeled(l, y),
-    'real': lambda l, y: losses.sgan_real(l),
-    'fake': lambda l, y: losses.sgan_fake(l),
-    'gen': lambda l, y: losses.sgan_generator(l),
+  'labeled': lambda l, y: losses.sgan_labeled(l, y),
+  'real': lambda l, y: losses.sgan_real(l),
+  'fake': lambda l, y: losses.sgan_fake(l),
+  'gen': lambda l, y: losses.sgan_generator(l),
 }
 LABELS = np.array([0, 3, 9, 3, 7], np.int32)
 
@@ -235,8 +248,10 @@ def test_sgan_gradient(name):
 def test_sgan_labeled_accepts_any_integer_label_dtype():
   l = sgan_logits()
   for dtype in (np.int32, np.int64, np.uint8):
-    close(losses.sgan_labeled(jnp.asarray(l), jnp.asarray(LABELS.astype(dtype))),
-          sgan_refs(l, LABELS)['labeled'])
+    close(
+      losses.sgan_labeled(jnp.asarray(l), jnp.asarray(LABELS.astype(dtype))),
+      sgan_refs(l, LABELS)['labeled'],
+    )
 
 
 def _mixed(fill, **at):
@@ -251,15 +266,15 @@ def _mixed(fill, **at):
 # -log p_fake). "Ties" at +100 split the mass: p = 1/2 for each tied entry.
 LOG2 = float(np.log(2.0))
 STABILITY_ROWS = [
-    # (row, labeled, real, fake)
-    # D sure it is fake; -log p_real = 200 - log N, as the N real classes share p_real.
-    (_mixed(-BIG, fake=BIG), 2 * BIG, 2 * BIG - np.log(N), 0.0),
-    (_mixed(0.0, fake=BIG), BIG, BIG - np.log(N), 0.0),  # l[N] = 100 >> others (0)
-    (_mixed(-BIG, k3=BIG, fake=-BIG), 0.0, 0.0, 2 * BIG),  # sure it is real, class 3
-    (_mixed(-BIG, k5=BIG, fake=-BIG), 2 * BIG, 0.0, 2 * BIG),  # sure real, wrong class
-    (_mixed(-BIG, k3=BIG, fake=BIG), LOG2, LOG2, LOG2),  # tie between class 3 and fake
-    (_mixed(BIG, fake=-BIG), np.log(N), 0.0, 2 * BIG + np.log(N)),  # all real classes tied
-    (_mixed(-BIG, k3=BIG, k5=BIG, fake=-BIG), LOG2, 0.0, 2 * BIG + LOG2),
+  # (row, labeled, real, fake)
+  # D sure it is fake; -log p_real = 200 - log N, as the N real classes share p_real.
+  (_mixed(-BIG, fake=BIG), 2 * BIG, 2 * BIG - np.log(N), 0.0),
+  (_mixed(0.0, fake=BIG), BIG, BIG - np.log(N), 0.0),  # l[N] = 100 >> others (0)
+  (_mixed(-BIG, k3=BIG, fake=-BIG), 0.0, 0.0, 2 * BIG),  # sure it is real, class 3
+  (_mixed(-BIG, k5=BIG, fake=-BIG), 2 * BIG, 0.0, 2 * BIG),  # sure real, wrong class
+  (_mixed(-BIG, k3=BIG, fake=BIG), LOG2, LOG2, LOG2),  # tie between class 3 and fake
+  (_mixed(BIG, fake=-BIG), np.log(N), 0.0, 2 * BIG + np.log(N)),  # all real classes tied
+  (_mixed(-BIG, k3=BIG, k5=BIG, fake=-BIG), LOG2, 0.0, 2 * BIG + LOG2),
 ]
 
 
@@ -287,8 +302,11 @@ def test_sgan_stable_gradient_values_at_100():
   close(grad_of(losses.sgan_fake, l), np.zeros((1, N + 1)), atol=1e-6)
   expected = np.concatenate([np.full(N, -1.0 / N), [1.0]])[None]
   close(grad_of(losses.sgan_real, l), expected, atol=1e-6)
-  close(grad_of(lambda v: losses.sgan_labeled(v, y), l), np.eye(N + 1)[[N]] - np.eye(N + 1)[[3]],
-        atol=1e-6)
+  close(
+    grad_of(lambda v: losses.sgan_labeled(v, y), l),
+    np.eye(N + 1)[[N]] - np.eye(N + 1)[[3]],
+    atol=1e-6,
+  )
 
 
 def test_sgan_real_plus_fake_probabilities_sum_to_one():
@@ -329,7 +347,7 @@ def test_sgan_k_logit_form_is_n_plus_1_with_zero_fake_logit():
 
 def test_sgan_losses_are_shift_invariant():
   l = jnp.asarray(sgan_logits(seed=7))
-  for name, fn in SGAN_FNS.items():
+  for fn in SGAN_FNS.values():
     close(fn(l + 37.0, jnp.asarray(LABELS)), fn(l, jnp.asarray(LABELS)), rtol=1e-4, atol=1e-4)
 
 
@@ -342,12 +360,14 @@ def test_feature_matching_closed_form_shape_and_gradient():
   chex.assert_shape(out, (1,))
   close(out, [np.sum(gap**2)])
   g_real, g_fake = jax.grad(lambda r, f: losses.feature_matching(r, f)[0], argnums=(0, 1))(
-      jnp.asarray(real, jnp.float32), jnp.asarray(fake, jnp.float32))
+    jnp.asarray(real, jnp.float32), jnp.asarray(fake, jnp.float32)
+  )
   close(g_real, np.broadcast_to(2 * gap / 6, real.shape))
   close(g_fake, np.broadcast_to(-2 * gap / 3, fake.shape))
   # Zero when the batch means agree, whatever the examples.
-  np.testing.assert_allclose(losses.feature_matching(jnp.asarray(real), jnp.asarray(real[::-1])),
-                             [0.0], atol=1e-12)
+  np.testing.assert_allclose(
+    losses.feature_matching(jnp.asarray(real), jnp.asarray(real[::-1])), [0.0], atol=1e-12
+  )
 
 
 def test_feature_matching_stable_at_100():
@@ -362,26 +382,33 @@ def test_feature_matching_stable_at_100():
 
 # ---------------------------------------------------------------- named terms
 def disc_out(logits, features=None, labels=None, seed=0):
+  """A D output with random features, labels and input gradients (of 4×4×2 images)."""
   rng = np.random.default_rng(seed)
   logits = jnp.asarray(logits, jnp.float32)
   if features is None:
     features = rng.normal(size=(logits.shape[0], 8))
   if labels is None:
     labels = rng.integers(0, N, size=logits.shape[0])
-  return losses.DiscOutput(logits, jnp.asarray(features, jnp.float32), jnp.asarray(labels))
+  input_grads = jnp.asarray(rng.normal(0, 0.5, (logits.shape[0], 4, 4, 2)), jnp.float32)
+  return losses.DiscOutput(
+    logits, jnp.asarray(features, jnp.float32), jnp.asarray(labels), input_grads
+  )
+
+
+INPUTS = ('real', 'fake', 'wrong', 'labeled', 'interpolated')
 
 
 def binary_outputs(seed=0):
   """Single-logit heads: logits [B, 1]."""
   rng = np.random.default_rng(seed)
-  return {name: disc_out(rng.normal(0, 2, (B, 1)), seed=seed + i)
-          for i, name in enumerate(('real', 'fake', 'wrong', 'labeled'))}
+  return {name: disc_out(rng.normal(0, 2, (B, 1)), seed=seed + i) for i, name in enumerate(INPUTS)}
 
 
 def sgan_outputs(seed=0):
   """SGAN heads: logits [B, N + 1]."""
-  return {name: disc_out(sgan_logits(seed=seed + i), seed=seed + i)
-          for i, name in enumerate(('real', 'fake', 'wrong', 'labeled'))}
+  return {
+    name: disc_out(sgan_logits(seed=seed + i), seed=seed + i) for i, name in enumerate(INPUTS)
+  }
 
 
 def outputs_for(term_name, seed=0):
@@ -425,23 +452,43 @@ def _term_refs():
   sig = lambda o: np_sigmoid(np.asarray(o.logits)[:, 0])
   sm = lambda o: np_softmax(np.asarray(o.logits))
   return {
-      'bce_real': lambda o, hp: -hp.real_target * np.log(sig(o['real']))
-                                - (1 - hp.real_target) * np.log(1 - sig(o['real'])),
-      'bce_fake': lambda o, hp: -np.log(1 - sig(o['fake'])),
-      'bce_wrong': lambda o, hp: -np.log(1 - sig(o['wrong'])),
-      'lsgan_real': lambda o, hp: 0.5 * (np.asarray(o['real'].logits)[:, 0] - hp.b) ** 2,
-      'lsgan_fake': lambda o, hp: 0.5 * (np.asarray(o['fake'].logits)[:, 0] - hp.a) ** 2,
-      'lsgan_wrong': lambda o, hp: 0.5 * (np.asarray(o['wrong'].logits)[:, 0] - hp.a) ** 2,
-      'sgan_labeled': lambda o, hp: -np.log(
-          sm(o['labeled'])[np.arange(B), np.asarray(o['labeled'].labels)]),
-      'sgan_real': lambda o, hp: -np.log(1 - sm(o['real'])[:, N]),
-      'sgan_fake': lambda o, hp: -np.log(sm(o['fake'])[:, N]),
-      'bce_gen': lambda o, hp: (np.log(1 - sig(o['fake'])) if hp.minimax
-                                else -np.log(sig(o['fake']))),
-      'lsgan_gen': lambda o, hp: 0.5 * (np.asarray(o['fake'].logits)[:, 0] - hp.c) ** 2,
-      'sgan_gen': lambda o, hp: -np.log(1 - sm(o['fake'])[:, N]),
-      'feature_matching': lambda o, hp: [np.sum(
-          (np.asarray(o['real'].features).mean(0) - np.asarray(o['fake'].features).mean(0))**2)],
+    'bce_real': lambda o, hp: (
+      -hp.real_target * np.log(sig(o['real'])) - (1 - hp.real_target) * np.log(1 - sig(o['real']))
+    ),
+    'bce_fake': lambda o, hp: -np.log(1 - sig(o['fake'])),
+    'bce_wrong': lambda o, hp: -np.log(1 - sig(o['wrong'])),
+    'lsgan_real': lambda o, hp: 0.5 * (np.asarray(o['real'].logits)[:, 0] - hp.b) ** 2,
+    'lsgan_fake': lambda o, hp: 0.5 * (np.asarray(o['fake'].logits)[:, 0] - hp.a) ** 2,
+    'lsgan_wrong': lambda o, hp: 0.5 * (np.asarray(o['wrong'].logits)[:, 0] - hp.a) ** 2,
+    'sgan_labeled': lambda o, hp: (
+      -np.log(sm(o['labeled'])[np.arange(B), np.asarray(o['labeled'].labels)])
+    ),
+    'sgan_real': lambda o, hp: -np.log(1 - sm(o['real'])[:, N]),
+    'sgan_fake': lambda o, hp: -np.log(sm(o['fake'])[:, N]),
+    'bce_gen': lambda o, hp: np.log(1 - sig(o['fake'])) if hp.minimax else -np.log(sig(o['fake'])),
+    'lsgan_gen': lambda o, hp: 0.5 * (np.asarray(o['fake'].logits)[:, 0] - hp.c) ** 2,
+    'sgan_gen': lambda o, hp: -np.log(1 - sm(o['fake'])[:, N]),
+    'feature_matching': lambda o, hp: [
+      np.sum((np.asarray(o['real'].features).mean(0) - np.asarray(o['fake'].features).mean(0)) ** 2)
+    ],
+    'hinge_real': lambda o, hp: np.maximum(0, 1 - np.asarray(o['real'].logits)[:, 0]),
+    'hinge_fake': lambda o, hp: np.maximum(0, 1 + np.asarray(o['fake'].logits)[:, 0]),
+    'critic_real': lambda o, hp: -np.asarray(o['real'].logits)[:, 0],
+    'critic_fake': lambda o, hp: np.asarray(o['fake'].logits)[:, 0],
+    'critic_gen': lambda o, hp: -np.asarray(o['fake'].logits)[:, 0],
+    'gradient_penalty': lambda o, hp: (
+      (
+        np.linalg.norm(np.asarray(o['interpolated'].input_grads, np.float64).reshape(B, -1), axis=1)
+        - 1
+      )
+      ** 2
+    ),
+    'r1': lambda o, hp: (
+      0.5 * np.sum(np.asarray(o['real'].input_grads, np.float64).reshape(B, -1) ** 2, axis=1)
+    ),
+    'r2': lambda o, hp: (
+      0.5 * np.sum(np.asarray(o['fake'].input_grads, np.float64).reshape(B, -1) ** 2, axis=1)
+    ),
   }
 
 
@@ -492,8 +539,9 @@ def test_objective_drops_zero_weight_terms():
   close(total3, total)
   # Same for G: SGAN config with feature matching switched off needs no real features.
   g_out = {'fake': sgan_outputs()['fake']}
-  _, g_parts = losses.weighted_sum({'sgan_gen': 1.0, 'feature_matching': 0.0}, losses.G_TERMS,
-                                g_out, losses.default_hparams())
+  _, g_parts = losses.weighted_sum(
+    {'sgan_gen': 1.0, 'feature_matching': 0.0}, losses.G_TERMS, g_out, losses.default_hparams()
+  )
   assert set(g_parts) == {'sgan_gen'}
 
 
@@ -502,8 +550,11 @@ def test_objective_gradient_is_weighted_sum():
   weights = {'bce_real': 1.0, 'bce_fake': 3.0}
 
   def total(real_logits, fake_logits):
-    o = {**outputs, 'real': outputs['real']._replace(logits=real_logits),
-         'fake': outputs['fake']._replace(logits=fake_logits)}
+    o = {
+      **outputs,
+      'real': outputs['real']._replace(logits=real_logits),
+      'fake': outputs['fake']._replace(logits=fake_logits),
+    }
     return losses.weighted_sum(weights, losses.D_TERMS, o, hp)[0]
 
   g_real, g_fake = jax.grad(total, argnums=(0, 1))(outputs['real'].logits, outputs['fake'].logits)
@@ -511,7 +562,9 @@ def test_objective_gradient_is_weighted_sum():
   close(g_fake, 3.0 * np_sigmoid(outputs['fake'].logits) / B)
 
 
-@pytest.mark.parametrize('weights, terms, expected', [
+@pytest.mark.parametrize(
+  'weights, terms, expected',
+  [
     ({'bce_real': 1.0, 'bce_fake': 1.0}, 'D', {'real', 'fake'}),
     ({'sgan_labeled': 1.0, 'sgan_real': 1.0, 'sgan_fake': 1.0}, 'D', {'labeled', 'real', 'fake'}),
     ({'sgan_labeled': 0.0, 'sgan_real': 1.0, 'sgan_fake': 1.0}, 'D', {'real', 'fake'}),
@@ -523,7 +576,8 @@ def test_objective_gradient_is_weighted_sum():
     ({'sgan_gen': 1.0, 'feature_matching': 0.0}, 'G', {'fake'}),
     ({'sgan_gen': 0.0, 'feature_matching': 1.0}, 'G', {'real', 'fake'}),
     ({'lsgan_gen': 1.0, 'feature_matching': 0.1}, 'G', {'real', 'fake'}),
-])
+  ],
+)
 def test_outputs_needed(weights, terms, expected):
   table = losses.D_TERMS if terms == 'D' else losses.G_TERMS
   assert losses.outputs_needed(weights, table) == frozenset(expected)
@@ -542,8 +596,14 @@ def test_gan_cls_composition(hp):
   d_weights = {'lsgan_real': 1.0, 'lsgan_fake': 0.5, 'lsgan_wrong': 0.5}
   d, parts = losses.weighted_sum(d_weights, losses.D_TERMS, outputs, hp)
   close(d, expected_d)
-  close(parts, {'lsgan_real': np.mean(real_l(s_rr)), 'lsgan_fake': np.mean(fake_l(s_fr)),
-                'lsgan_wrong': np.mean(fake_l(s_rw))})
+  close(
+    parts,
+    {
+      'lsgan_real': np.mean(real_l(s_rr)),
+      'lsgan_fake': np.mean(fake_l(s_fr)),
+      'lsgan_wrong': np.mean(fake_l(s_rw)),
+    },
+  )
   assert losses.outputs_needed(d_weights, losses.D_TERMS) == {'real', 'fake', 'wrong'}
   g, _ = losses.weighted_sum({'lsgan_gen': 1.0}, losses.G_TERMS, outputs, hp)
   close(g, np.mean(0.5 * (s_fr - hp.c) ** 2))
@@ -552,11 +612,15 @@ def test_gan_cls_composition(hp):
 def test_gan_cls_composition_with_bce_base():
   outputs = binary_outputs(seed=10)
   s = {k: np.asarray(outputs[k].logits, np.float64)[:, 0] for k in ('real', 'fake', 'wrong')}
-  expected = (np.mean(-np.log(np_sigmoid(s['real'])))
-              + 0.5 * (np.mean(-np.log(1 - np_sigmoid(s['fake'])))
-                       + np.mean(-np.log(1 - np_sigmoid(s['wrong'])))))
-  d, _ = losses.weighted_sum({'bce_real': 1.0, 'bce_fake': 0.5, 'bce_wrong': 0.5}, losses.D_TERMS,
-                          outputs, losses.default_hparams())
+  expected = np.mean(-np.log(np_sigmoid(s['real']))) + 0.5 * (
+    np.mean(-np.log(1 - np_sigmoid(s['fake']))) + np.mean(-np.log(1 - np_sigmoid(s['wrong'])))
+  )
+  d, _ = losses.weighted_sum(
+    {'bce_real': 1.0, 'bce_fake': 0.5, 'bce_wrong': 0.5},
+    losses.D_TERMS,
+    outputs,
+    losses.default_hparams(),
+  )
   close(d, expected)
 
 
@@ -565,3 +629,42 @@ def test_single_logit_terms_use_the_logit_column_not_the_batch():
   outputs = binary_outputs(seed=12)
   per_example = losses.D_TERMS['bce_real'].fn(outputs, losses.default_hparams())
   close(per_example, -np.log(np_sigmoid(np.asarray(outputs['real'].logits)[:, 0])))
+
+
+def test_d_accuracies_against_hand_counts():
+  """Real called real above the objective's boundary, fake and mismatched at or below it; the
+  labeled accuracy is the argmax over the N real classes, never the fake one."""
+  lsgan = losses.Objective(
+    ConfigDict(
+      {
+        'd_terms': {'lsgan_real': 1.0, 'lsgan_fake': 1.0, 'lsgan_wrong': 1.0},
+        'g_terms': {'lsgan_gen': 1.0},
+        'hparams': hparams(),
+      }
+    )
+  )
+  assert lsgan.threshold == 0.5  # midway between a = 0 and b = 1
+  binary = lambda values: disc_out(np.array(values, np.float32)[:, None])
+  outputs = {
+    'real': binary([0.9, 0.6, 0.4, 0.5, -1.0]),
+    'fake': binary([0.1, 0.5, 0.7, 0.0, 0.2]),
+    'wrong': binary([0.6, 0.6, 0.6, 0.6, 0.0]),
+  }
+  metrics = lsgan.d_accuracies(outputs)
+  close(metrics, {'d_acc_real': 2 / 5, 'd_acc_fake': 4 / 5, 'd_acc_wrong': 1 / 5})
+
+  sgan = losses.Objective(
+    ConfigDict(
+      {
+        'd_terms': {'sgan_labeled': 1.0, 'sgan_real': 1.0, 'sgan_fake': 1.0},
+        'g_terms': {'sgan_gen': 1.0},
+        'hparams': hparams(),
+      }
+    )
+  )
+  logits = np.full((B, N + 1), -5.0, np.float32)
+  logits[np.arange(B), [0, 3, 9, 1, 7]] = 2.0  # argmax over the real classes
+  logits[:, N] = 50.0  # a dominant fake logit
+  labeled = disc_out(logits, labels=np.array([0, 3, 9, 3, 7]))
+  metrics = sgan.d_accuracies({'labeled': labeled, 'fake': labeled, 'real': labeled})
+  close(metrics, {'d_acc_labeled': 4 / 5, 'd_acc_fake': 1.0, 'd_acc_real': 0.0})

@@ -14,9 +14,9 @@ import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from ml_collections import ConfigDict
 import numpy as np
 import pytest
-from ml_collections import ConfigDict
 
 from gan_jax import models
 from gan_jax.models import layers
@@ -43,20 +43,27 @@ class Pair:
 
 # The pairs the configs use (configs/{gan,dcgan,sgan,gan_cls}.py), at their image sizes.
 PAIRS = {
-    'mlp': Pair('mlp', 'mlp', 28, 100, 1, 128, False, 0, 0),
-    'dcgan': Pair('dcgan', 'dcgan', 28, 100, 1, 7 * 7 * 128, False, 3, 0),
-    'sgan': Pair('sgan', 'sgan', 32, 100, NUM_CLASSES + 1, 2 * 2 * 128, False, 3, 3),
-    'conditional': Pair('conditional', 'matching', 28, 38, 1, 1024, True, 3, 0),
+  'mlp': Pair('mlp', 'mlp', 28, 100, 1, 128, False, 0, 0),
+  'dcgan': Pair('dcgan', 'dcgan', 28, 100, 1, 7 * 7 * 128, False, 3, 0),
+  'sgan': Pair('sgan', 'sgan', 32, 100, NUM_CLASSES + 1, 2 * 2 * 128, False, 3, 3),
+  'conditional': Pair('conditional', 'matching', 28, 38, 1, 1024, True, 3, 0),
 }
 
 
 def model_config(pair: Pair, g_kwargs=None, d_kwargs=None) -> ConfigDict:
-  return ConfigDict({'generator': pair.generator, 'discriminator': pair.discriminator,
-                     'g_kwargs': g_kwargs or {}, 'd_kwargs': d_kwargs or {}})
+  return ConfigDict(
+    {
+      'generator': pair.generator,
+      'discriminator': pair.discriminator,
+      'g_kwargs': g_kwargs or {},
+      'd_kwargs': d_kwargs or {},
+    }
+  )
 
 
-def build(pair: Pair, num_classes: int = NUM_CLASSES, channels: int = 1, image_size: int = 0,
-          **kwargs):
+def build(
+  pair: Pair, num_classes: int = NUM_CLASSES, channels: int = 1, image_size: int = 0, **kwargs
+):
   """G and D of `pair` as a run builds them, for data of this many classes and channels."""
   size = image_size or pair.image_size
   return models.build(model_config(pair, **kwargs), num_classes, (size, size, channels))
@@ -101,8 +108,9 @@ def _train_pass(G, D, epsilons, g_vars, d_vars, z, labels, images, key):
   def g_loss(params):
     records = []
     with nn.intercept_methods(_bn_recorder(records)):
-      fake, mutated = G.apply({**g_vars, 'params': params}, z, labels, train=True,
-                              mutable=['batch_stats'])
+      fake, mutated = G.apply(
+        {**g_vars, 'params': params}, z, labels, train=True, mutable=['batch_stats']
+      )
     weights = jax.random.normal(g_key, fake.shape)
     epsilons['G'] = [m.epsilon for m, _, _ in records]
     bn = [(x, y) for _, x, y in records]
@@ -111,9 +119,14 @@ def _train_pass(G, D, epsilons, g_vars, d_vars, z, labels, images, key):
   def d_loss(params):
     records = []
     with nn.intercept_methods(_bn_recorder(records)):
-      (logits, features), mutated = D.apply({**d_vars, 'params': params}, images, labels,
-                                            train=True, rngs={'dropout': drop_key},
-                                            mutable=['batch_stats'])
+      (logits, features), mutated = D.apply(
+        {**d_vars, 'params': params},
+        images,
+        labels,
+        train=True,
+        rngs={'dropout': drop_key},
+        mutable=['batch_stats'],
+      )
     weights = jax.random.normal(d_key, logits.shape)
     epsilons['D'] = [m.epsilon for m, _, _ in records]
     bn = [(x, y) for _, x, y in records]
@@ -132,8 +145,9 @@ def model(request):
   z_key, x_key, init_key, train_key = jax.random.split(key, 4)
   z = jax.random.normal(z_key, (BATCH, pair.latent_dim))
   labels = jnp.arange(BATCH) % NUM_CLASSES
-  images = jax.random.uniform(x_key, (BATCH, pair.image_size, pair.image_size, 1),
-                              minval=-1.0, maxval=1.0)
+  images = jax.random.uniform(
+    x_key, (BATCH, pair.image_size, pair.image_size, 1), minval=-1.0, maxval=1.0
+  )
 
   @jax.jit
   def init(z, labels, images):
@@ -148,9 +162,18 @@ def model(request):
   epsilons = {}
   train_fn = jax.jit(functools.partial(_train_pass, G, D, epsilons))
   g_aux, g_grads, d_aux, d_grads = train_fn(g_vars, d_vars, z, labels, images, train_key)
-  train = dict(fake=g_aux[0], g_mutated=g_aux[1], g_bn=g_aux[2], g_grads=g_grads,
-               logits=d_aux[0], features=d_aux[1], d_mutated=d_aux[2], d_bn=d_aux[3],
-               d_grads=d_grads, epsilons=epsilons)
+  train = dict(
+    fake=g_aux[0],
+    g_mutated=g_aux[1],
+    g_bn=g_aux[2],
+    g_grads=g_grads,
+    logits=d_aux[0],
+    features=d_aux[1],
+    d_mutated=d_aux[2],
+    d_bn=d_aux[3],
+    d_grads=d_grads,
+    epsilons=epsilons,
+  )
   return Fixture(pair, G, D, g_vars, d_vars, z, labels, images, eval_fn, train)
 
 
@@ -168,8 +191,9 @@ def _check_disc(logits, features, pair):
 
 
 def test_eval_mode_shapes(model):
-  fake, (logits, features) = model.eval_fn(model.g_vars, model.d_vars, model.z, model.labels,
-                                           model.images)
+  fake, (logits, features) = model.eval_fn(
+    model.g_vars, model.d_vars, model.z, model.labels, model.images
+  )
   _check_image(fake, model.pair)
   _check_disc(logits, features, model.pair)
 
@@ -180,15 +204,19 @@ def test_train_mode_shapes(model):
 
 
 def test_batch_stats_present_exactly_where_batchnorm_is(model):
-  for variables, mutated, count in ((model.g_vars, model.train['g_mutated'], model.pair.bn_in_g),
-                                    (model.d_vars, model.train['d_mutated'], model.pair.bn_in_d)):
+  for variables, mutated, count in (
+    (model.g_vars, model.train['g_mutated'], model.pair.bn_in_g),
+    (model.d_vars, model.train['d_mutated'], model.pair.bn_in_d),
+  ):
     stats = variables.get('batch_stats', {})
     assert len(stats) == count
     if count:
       # Training mode moved the running averages away from their initial (0, 1).
       chex.assert_trees_all_equal_shapes(mutated['batch_stats'], stats)
-      assert not all(np.allclose(a, b) for a, b in zip(jax.tree.leaves(mutated['batch_stats']),
-                                                        jax.tree.leaves(stats)))
+      assert not all(
+        np.allclose(a, b)
+        for a, b in zip(jax.tree.leaves(mutated['batch_stats']), jax.tree.leaves(stats))
+      )
 
 
 def test_discriminator_dropout_is_active_in_train_mode_only(model):
@@ -207,8 +235,7 @@ def test_discriminator_dropout_is_active_in_train_mode_only(model):
 # ---------------------------------------------------------------- labels
 def test_label_dependence(model):
   other = (model.labels + 1) % NUM_CLASSES
-  fake, (logits, _) = model.eval_fn(model.g_vars, model.d_vars, model.z, model.labels,
-                                    model.images)
+  fake, (logits, _) = model.eval_fn(model.g_vars, model.d_vars, model.z, model.labels, model.images)
   fake2, (logits2, _) = model.eval_fn(model.g_vars, model.d_vars, model.z, other, model.images)
   if model.pair.conditional:
     # Every example's image and logit move when only its label changes.
@@ -227,8 +254,10 @@ def test_label_dependence(model):
 
 # ---------------------------------------------------------------- gradients reach every parameter
 def _grad_norms(grads):
-  return {jax.tree_util.keystr(path): float(jnp.linalg.norm(g))
-          for path, g in jax.tree_util.tree_leaves_with_path(grads)}
+  return {
+    jax.tree_util.keystr(path): float(jnp.linalg.norm(g))
+    for path, g in jax.tree_util.tree_leaves_with_path(grads)
+  }
 
 
 RELATIVE_FLOOR = 1e-4  # a live parameter's gradient norm, relative to the largest in the net
@@ -250,8 +279,10 @@ def test_sgan_discriminator_convs_are_chained():
   """The same regression, structurally: conv i reads conv i-1's 16/32/64 channels, not the image."""
   _, D = build(PAIRS['sgan'])
   shapes = jax.eval_shape(
-      lambda: D.init(jax.random.key(0), jnp.zeros((2, 32, 32, 1)), jnp.zeros(2, jnp.int32),
-                     train=False))
+    lambda: D.init(
+      jax.random.key(0), jnp.zeros((2, 32, 32, 1)), jnp.zeros(2, jnp.int32), train=False
+    )
+  )
   kernels = [shapes['params'][f'Conv_{i}']['kernel'].shape for i in range(4)]
   assert kernels == [(3, 3, 1, 16), (3, 3, 16, 32), (3, 3, 32, 64), (3, 3, 64, 128)]
   assert shapes['params']['Dense_0']['kernel'].shape == (2 * 2 * 128, NUM_CLASSES + 1)
@@ -278,8 +309,9 @@ def test_batchnorm_outputs_match_epsilon_1e5(model):
       axes = tuple(range(x.ndim - 1))
       mean, var = x.mean(axes), x.var(axes)
       expect = lambda eps: (x - mean) / np.sqrt(var + eps) * bn['scale'] + bn['bias']
-      np.testing.assert_allclose(y, expect(BN_EPSILON), rtol=1e-3, atol=1e-3,
-                                 err_msg=f'{net} BatchNorm_{i}')
+      np.testing.assert_allclose(
+        y, expect(BN_EPSILON), rtol=1e-3, atol=1e-3, err_msg=f'{net} BatchNorm_{i}'
+      )
       if np.median(var) < 0.1:  # where 0.8 would be visible at all
         assert not np.allclose(y, expect(0.8), rtol=1e-3, atol=1e-3)
 
@@ -312,7 +344,7 @@ def test_unknown_name_raises_value_error(side):
     models.build(config, NUM_CLASSES, (28, 28, 1))
   message = str(info.value)
   assert f'model.{side}=' in message and 'no_such_model' in message
-  for name in (models.GENERATORS if side == 'generator' else models.DISCRIMINATORS):
+  for name in models.GENERATORS if side == 'generator' else models.DISCRIMINATORS:
     assert name in message
 
 
@@ -330,14 +362,16 @@ def test_data_fields_come_from_the_data():
 def test_kwargs_from_the_config_reach_the_modules():
   G, D = build(PAIRS['dcgan'], g_kwargs={'widths': (32, 16, 8)}, d_kwargs={'dropout': 0.0})
   assert G.widths == (32, 16, 8) and D.dropout == 0.0
-  params = G.init(jax.random.PRNGKey(0), jnp.zeros((1, 100)), jnp.zeros(1, jnp.int32),
-                  train=False)['params']
+  params = G.init(jax.random.PRNGKey(0), jnp.zeros((1, 100)), jnp.zeros(1, jnp.int32), train=False)[
+    'params'
+  ]
   assert params['Dense_0']['kernel'].shape == (100, 7 * 7 * 32)
   assert params['ConvTranspose_1']['kernel'].shape == (5, 5, 16, 8)
 
 
-@pytest.mark.parametrize('side, kwargs_field', [('g_kwargs', 'model.g_kwargs'),
-                                                ('d_kwargs', 'model.d_kwargs')])
+@pytest.mark.parametrize(
+  'side, kwargs_field', [('g_kwargs', 'model.g_kwargs'), ('d_kwargs', 'model.d_kwargs')]
+)
 def test_unknown_kwarg_names_the_model_and_its_fields(side, kwargs_field):
   with pytest.raises(ValueError) as info:
     build(PAIRS['sgan'], **{side: {'hiden': 64}})
@@ -377,8 +411,17 @@ def _upsample_nearest(x, factor):
 
 # (kernel, factor, fill): the models' layers (sgan 3/2 nearest; dcgan 5/1 and 5/2, gan_cls 4/2
 # zeros) and the corners of the phase arithmetic (1×1 kernels, factor 3, even kernels).
-SUBPIXEL_CASES = [(3, 2, 'nearest'), (3, 3, 'nearest'), (1, 2, 'nearest'), (4, 2, 'nearest'),
-                  (5, 1, 'zeros'), (5, 2, 'zeros'), (4, 2, 'zeros'), (5, 3, 'zeros'), (2, 2, 'zeros')]
+SUBPIXEL_CASES = [
+  (3, 2, 'nearest'),
+  (3, 3, 'nearest'),
+  (1, 2, 'nearest'),
+  (4, 2, 'nearest'),
+  (5, 1, 'zeros'),
+  (5, 2, 'zeros'),
+  (4, 2, 'zeros'),
+  (5, 3, 'zeros'),
+  (2, 2, 'zeros'),
+]
 
 
 @pytest.mark.parametrize('kernel_size, factor, fill', SUBPIXEL_CASES)
@@ -397,15 +440,18 @@ def test_subpixel_conv_equals_upsample_then_conv(kernel_size, factor, fill):
   variables = subpixel.init(jax.random.key(1), x)
   # A nonzero bias, so that its placement is checked too.
   variables = jax.tree.map(lambda p: p + 0.1, variables)
-  chex.assert_trees_all_equal_shapes(variables, direct.init(jax.random.key(1), x if fill == 'zeros'
-                                                             else _upsample_nearest(x, factor)))
+  chex.assert_trees_all_equal_shapes(
+    variables,
+    direct.init(jax.random.key(1), x if fill == 'zeros' else _upsample_nearest(x, factor)),
+  )
   out = subpixel.apply(variables, x)
   chex.assert_shape(out, (2, 5 * factor, 6 * factor, 4))
   np.testing.assert_allclose(out, direct_fn(variables, x), rtol=1e-5, atol=1e-6)
   loss = lambda fn: lambda v, x: jnp.sum(jnp.sin(3 * fn(v, x)))
   grads = jax.grad(loss(subpixel.apply), (0, 1))(variables, x)
-  chex.assert_trees_all_close(grads, jax.grad(loss(direct_fn), (0, 1))(variables, x),
-                              rtol=1e-4, atol=1e-4)
+  chex.assert_trees_all_close(
+    grads, jax.grad(loss(direct_fn), (0, 1))(variables, x), rtol=1e-4, atol=1e-4
+  )
 
 
 def test_subpixel_conv_reads_fewer_taps():

@@ -36,11 +36,11 @@ import chex
 import jax
 import numpy as np
 import pytest
+from test_parallel import _assert_same_state
 
 from configs import gan_cls
-from gan_jax import data, train
+from gan_jax import data
 from gan_jax.run import Run
-from test_parallel import _assert_same_state
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
 CONFIG = 'configs/gan_cls.py:smoke'
@@ -60,8 +60,13 @@ def _run_all(commands: dict[str, tuple[list[str], dict]], logs) -> None:
   try:
     for name, (args, env) in commands.items():
       with open(logs / f'{name}.log', 'w') as log:  # tqdm writes much: a pipe would fill up
-        procs[name] = subprocess.Popen([sys.executable, 'launch.py', f'--config={CONFIG}', *args],
-                                       cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        procs[name] = subprocess.Popen(
+          [sys.executable, 'launch.py', f'--config={CONFIG}', *args],
+          cwd=REPO,
+          env=env,
+          stdout=log,
+          stderr=subprocess.STDOUT,
+        )
     deadline = time.monotonic() + TIMEOUT
     for name, proc in procs.items():
       log = lambda: (logs / f'{name}.log').read_text()[-3000:]
@@ -86,9 +91,13 @@ def _states(workdir: str) -> dict[int, dict]:
     states = {step: jax.device_get(run.restore(step)) for step in (4, 6)}
   finally:
     run.checkpointer.close()
-  return {step: {jax.tree_util.keystr(path): np.asarray(leaf)
-                 for path, leaf in jax.tree_util.tree_leaves_with_path({'g': s.g, 'd': s.d})}
-          for step, s in states.items()}
+  return {
+    step: {
+      jax.tree_util.keystr(path): np.asarray(leaf)
+      for path, leaf in jax.tree_util.tree_leaves_with_path({'g': s.g, 'd': s.d})
+    }
+    for step, s in states.items()
+  }
 
 
 def _metrics(workdir: str) -> list[dict]:
@@ -104,23 +113,58 @@ def runs(data_dir, tmp_path_factory):
   ref, multi = str(root / 'ref'), str(root / 'multi')
   base = dict(os.environ)  # carries TFDS_DATA_DIR, set by conftest's data_dir fixture
   # A forced host device count from the caller would fight JAX_NUM_CPU_DEVICES.
-  base['XLA_FLAGS'] = ' '.join(f for f in base.get('XLA_FLAGS', '').split()
-                               if not f.startswith('--xla_force_host_platform_device_count'))
+  base['XLA_FLAGS'] = ' '.join(
+    f
+    for f in base.get('XLA_FLAGS', '').split()
+    if not f.startswith('--xla_force_host_platform_device_count')
+  )
   # As tests/conftest.py in this process; the cache lets phase 2 load what phase 1 compiled.
-  base.update(JAX_DISABLE_MOST_OPTIMIZATIONS='true', JAX_COMPILATION_CACHE_DIR=str(root / 'cache'),
-              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0', JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='-1')
+  base.update(
+    JAX_DISABLE_MOST_OPTIMIZATIONS='true',
+    JAX_COMPILATION_CACHE_DIR=str(root / 'cache'),
+    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+    JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='-1',
+  )
   env = lambda num_devices, **extra: {**base, 'JAX_NUM_CPU_DEVICES': str(num_devices), **extra}
 
   port = _free_port()
-  _run_all({'reference': ([f'--workdir={ref}', '--config.train.num_steps=6'], env(4)),
-            **{f'flags_{i}': ([f'--workdir={multi}', f'--coordinator_address=localhost:{port}',
-                               '--num_processes=2', f'--process_id={i}'], env(2))
-               for i in range(2)}}, root)
+  _run_all(
+    {
+      'reference': ([f'--workdir={ref}', '--config.train.num_steps=6'], env(4)),
+      **{
+        f'flags_{i}': (
+          [
+            f'--workdir={multi}',
+            f'--coordinator_address=localhost:{port}',
+            '--num_processes=2',
+            f'--process_id={i}',
+          ],
+          env(2),
+        )
+        for i in range(2)
+      },
+    },
+    root,
+  )
   port = _free_port()
-  _run_all({f'srun_{i}': ([f'--workdir={multi}', '--config.train.num_steps=6'],
-                          env(2, SLURM_JOB_ID='4242', SLURM_STEP_NODELIST='localhost', SLURM_NTASKS='2',
-                              SLURM_PROCID=str(i), SLURM_LOCALID=str(i), JAX_COORDINATOR_PORT=str(port)))
-            for i in range(2)}, root)
+  _run_all(
+    {
+      f'srun_{i}': (
+        [f'--workdir={multi}', '--config.train.num_steps=6'],
+        env(
+          2,
+          SLURM_JOB_ID='4242',
+          SLURM_STEP_NODELIST='localhost',
+          SLURM_NTASKS='2',
+          SLURM_PROCID=str(i),
+          SLURM_LOCALID=str(i),
+          JAX_COORDINATOR_PORT=str(port),
+        ),
+      )
+      for i in range(2)
+    },
+    root,
+  )
   return ref, multi
 
 
@@ -143,16 +187,31 @@ def test_metrics_agree_and_only_process_zero_wrote(runs):
   chex.assert_trees_all_close(rows, _metrics(ref), atol=1e-6, rtol=2e-6)
   # One TensorBoard event file per launch of process 0: process 1 opened none.
   assert len(glob.glob(os.path.join(multi, 'tensorboard', 'events.out.tfevents.*'))) == 2
-  assert sorted(os.listdir(os.path.join(multi, 'samples'))) == ['step_000004.png', 'step_000006.png']
+  assert sorted(os.listdir(os.path.join(multi, 'samples'))) == [
+    'step_000004.png',
+    'step_000006.png',
+  ]
   assert os.path.exists(os.path.join(multi, 'config.json'))
 
 
 def test_incomplete_launch_flags_are_one_line_errors(tmp_path):
   workdir = tmp_path / 'run'
   result = subprocess.run(
-      [sys.executable, 'launch.py', f'--config={CONFIG}', f'--workdir={workdir}', '--num_processes=2',
-       '--process_id=1'], cwd=REPO, capture_output=True, text=True, timeout=120)
+    [
+      sys.executable,
+      'launch.py',
+      f'--config={CONFIG}',
+      f'--workdir={workdir}',
+      '--num_processes=2',
+      '--process_id=1',
+    ],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert result.returncode == 2, result.stderr[-3000:]
-  assert result.stderr.strip() == ('error: --num_processes=2 --process_id=1: coordinator_address '
-                                   'should be defined'), result.stderr[-3000:]
+  assert result.stderr.strip() == (
+    'error: --num_processes=2 --process_id=1: coordinator_address should be defined'
+  ), result.stderr[-3000:]
   assert not workdir.exists()

@@ -38,7 +38,7 @@ REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
 # leaf of the final G and D states (params, BatchNorm statistics, optimizer state) by key
 # path; SGAN's smoke config, its steps run by the real train step in float64 -> sgan_f64.npz.
 # report.json: the devices seen, the last metrics, the error for a batch of 6.
-CHILD = r'''
+CHILD = r"""
 import json, os, sys
 num_devices, out = int(sys.argv[1]), sys.argv[2]
 import jax
@@ -94,18 +94,27 @@ report.update(f64_dtype=str(jax.tree.leaves(state.d.params)[0].dtype),
               f64_state_devices=len(jax.tree.leaves(state.g.params)[0].sharding.device_set))
 with open(os.path.join(out, 'report.json'), 'w') as f:
   json.dump(report, f)
-'''
+"""
 
 
 def _start_child(num_devices: int, out) -> subprocess.Popen:
   env = dict(os.environ)  # carries TFDS_DATA_DIR, set by conftest's data_dir fixture
   # A forced host device count from the caller would fight jax_num_cpu_devices.
-  env['XLA_FLAGS'] = ' '.join(f for f in env.get('XLA_FLAGS', '').split()
-                              if not f.startswith('--xla_force_host_platform_device_count'))
+  env['XLA_FLAGS'] = ' '.join(
+    f
+    for f in env.get('XLA_FLAGS', '').split()
+    if not f.startswith('--xla_force_host_platform_device_count')
+  )
   env['PYTHONPATH'] = os.pathsep.join(filter(None, [REPO, env.get('PYTHONPATH')]))
   os.makedirs(out)
-  return subprocess.Popen([sys.executable, '-c', CHILD, str(num_devices), str(out)], cwd=REPO,
-                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  return subprocess.Popen(
+    [sys.executable, '-c', CHILD, str(num_devices), str(out)],
+    cwd=REPO,
+    env=env,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    text=True,
+  )
 
 
 @pytest.fixture(scope='module')
@@ -131,8 +140,10 @@ def runs(data_dir, tmp_path_factory):
 def _scaled(leaves: dict, reference: dict) -> dict:
   """Each leaf over its largest magnitude in `reference`, so that one tolerance fits
   parameters (~0.1) and Adam second moments (~1e-10) alike."""
-  return {k: v.astype(np.float64) / max(float(np.abs(reference[k]).max()), 1e-30)
-          for k, v in leaves.items()}
+  return {
+    k: v.astype(np.float64) / max(float(np.abs(reference[k]).max()), 1e-30)
+    for k, v in leaves.items()
+  }
 
 
 def _assert_same_state(four: dict, one: dict, tolerance: float) -> None:

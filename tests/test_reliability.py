@@ -27,9 +27,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_train import load_config
 
 from gan_jax import data, train
-from test_train import load_config
+from gan_jax.step import CompiledStep
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
 LAUNCH = os.path.join(REPO, 'launch.py')
@@ -40,35 +41,56 @@ _compile_cache: list[str] = []  # the module's persistent compilation cache (see
 
 # --- helpers --------------------------------------------------------------------------------
 
+
 def launch_env(**extra: str) -> dict:
   env = dict(os.environ)  # carries TFDS_DATA_DIR, set by conftest's data_dir fixture
   # A forced host device count from the caller would change what the runs compare.
-  env['XLA_FLAGS'] = ' '.join(f for f in env.get('XLA_FLAGS', '').split()
-                              if not f.startswith('--xla_force_host_platform_device_count'))
+  env['XLA_FLAGS'] = ' '.join(
+    f
+    for f in env.get('XLA_FLAGS', '').split()
+    if not f.startswith('--xla_force_host_platform_device_count')
+  )
   env['JAX_DISABLE_MOST_OPTIMIZATIONS'] = 'true'
   if _compile_cache:
-    env.update(JAX_COMPILATION_CACHE_DIR=_compile_cache[0], JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
-               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='-1')
+    env.update(
+      JAX_COMPILATION_CACHE_DIR=_compile_cache[0],
+      JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+      JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='-1',
+    )
   env.update(extra)
   return env
 
 
-def launch(*argv: str, env: dict | None = None, timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
+def launch(
+  *argv: str, env: dict | None = None, timeout: float = TIMEOUT
+) -> subprocess.CompletedProcess:
   """Runs `python launch.py ARGV` to its end; stdout and stderr come back as text."""
-  return subprocess.run([sys.executable, LAUNCH, *argv], cwd=REPO, env=env or launch_env(),
-                        capture_output=True, text=True, timeout=timeout)
+  return subprocess.run(
+    [sys.executable, LAUNCH, *argv],
+    cwd=REPO,
+    env=env or launch_env(),
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+  )
 
 
 def start(*argv: str, log: str) -> subprocess.Popen:
   """Starts `python launch.py ARGV`; stdout and stderr go to LOG.out and LOG.err (tqdm
   writes a lot to stderr: a pipe that nobody reads would block the run)."""
   with open(f'{log}.out', 'w') as out, open(f'{log}.err', 'w') as err:
-    return subprocess.Popen([sys.executable, LAUNCH, *argv], cwd=REPO, env=launch_env(),
-                            stdout=out, stderr=err)
+    return subprocess.Popen(
+      [sys.executable, LAUNCH, *argv], cwd=REPO, env=launch_env(), stdout=out, stderr=err
+    )
 
 
-def wait_for(condition, proc: subprocess.Popen | None = None, timeout: float = TIMEOUT,
-             interval: float = 0.05, what: str = 'condition'):
+def wait_for(
+  condition,
+  proc: subprocess.Popen | None = None,
+  timeout: float = TIMEOUT,
+  interval: float = 0.05,
+  what: str = 'condition',
+):
   """Polls `condition()` until it is truthy; fails if `proc` ends first or time runs out."""
   deadline = time.monotonic() + timeout
   while True:
@@ -134,8 +156,10 @@ def restored(workdir, config):
   run = train.Run(config, str(workdir))
   run.checkpointer.close()
   state = jax.device_get(run.state)
-  return run, {jax.tree_util.keystr(path): np.asarray(leaf)
-               for path, leaf in jax.tree_util.tree_leaves_with_path(state)}
+  return run, {
+    jax.tree_util.keystr(path): np.asarray(leaf)
+    for path, leaf in jax.tree_util.tree_leaves_with_path(state)
+  }
 
 
 def all_finite(leaves: dict) -> bool:
@@ -211,17 +235,29 @@ def resume_runs(prepared_data, tmp_path_factory):
   """
   root = tmp_path_factory.mktemp('resume')
   first_part = {}
-  for stage, directory, num_steps in (('straight', 'straight', 4), ('first', 'resumed', 2),
-                                      ('continued', 'resumed', 4)):
-    procs = {name: start(f'--config=configs/{name}.py:smoke', f'--workdir={root / name / directory}',
-                         f'--config.train.num_steps={num_steps}', *QUIET, log=root / f'{name}_{stage}')
-             for name in RESUMED_SYSTEMS}
+  for stage, directory, num_steps in (
+    ('straight', 'straight', 4),
+    ('first', 'resumed', 2),
+    ('continued', 'resumed', 4),
+  ):
+    procs = {
+      name: start(
+        f'--config=configs/{name}.py:smoke',
+        f'--workdir={root / name / directory}',
+        f'--config.train.num_steps={num_steps}',
+        *QUIET,
+        log=root / f'{name}_{stage}',
+      )
+      for name in RESUMED_SYSTEMS
+    }
     for name, proc in procs.items():
       assert finish(proc, TIMEOUT) == 0, (root / f'{name}_{stage}.err').read_text()[-3000:]
       if stage == 'first':
         first_part[name] = checkpoint_steps(root / name / 'resumed')
-  return {name: (root / name / 'straight', root / name / 'resumed', first_part[name])
-          for name in RESUMED_SYSTEMS}
+  return {
+    name: (root / name / 'straight', root / name / 'resumed', first_part[name])
+    for name in RESUMED_SYSTEMS
+  }
 
 
 @pytest.mark.parametrize('name', RESUMED_SYSTEMS)
@@ -244,11 +280,18 @@ def test_resume_in_a_new_process_is_bitwise_exact(name, resume_runs):
 
 # --- 2. SIGKILL at any moment ----------------------------------------------------------------
 
+
 def test_sigkill_at_random_moments_then_resume(tmp_path, prepared_data):
   workdir = tmp_path / 'run'
   num_steps = 40
-  argv = ['--config=configs/gan.py:smoke', f'--workdir={workdir}', f'--config.train.num_steps={num_steps}',
-          '--config.train.checkpoint_every=1', '--config.train.log_every=1', *QUIET]
+  argv = [
+    '--config=configs/gan.py:smoke',
+    f'--workdir={workdir}',
+    f'--config.train.num_steps={num_steps}',
+    '--config.train.checkpoint_every=1',
+    '--config.train.log_every=1',
+    *QUIET,
+  ]
   rng = random.Random(20240607)
   kills_mid_save = 0
   for attempt in range(3):
@@ -259,14 +302,24 @@ def test_sigkill_at_random_moments_then_resume(tmp_path, prepared_data):
       # A few steps of progress (in steps, not seconds: however fast the machine, the kills
       # leave work for the final run), then the kill ...
       target = before + rng.randint(1, 4)
-      wait_for(lambda: (checkpoint_steps(workdir) or [0])[-1] >= target, proc,
-               what=f'the checkpoint of step {target}')
+      wait_for(
+        lambda: (checkpoint_steps(workdir) or [0])[-1] >= target,
+        proc,
+        what=f'the checkpoint of step {target}',
+      )
       if attempt == 1:  # ... the moment a checkpoint is being written,
-        wait_for(lambda: partial_checkpoints(workdir), proc, timeout=60, interval=0.001,
-                 what='a checkpoint being written')
+        wait_for(
+          lambda: partial_checkpoints(workdir),
+          proc,
+          timeout=60,
+          interval=0.001,
+          what='a checkpoint being written',
+        )
       else:  # ... or somewhere in a step, a save or a metrics write.
         time.sleep(rng.uniform(0.0, 0.1))
-      assert proc.poll() is None, f'the run ended before the kill: make num_steps larger than {num_steps}'
+      assert proc.poll() is None, (
+        f'the run ended before the kill: make num_steps larger than {num_steps}'
+      )
       proc.send_signal(signal.SIGKILL)
     finally:
       proc.kill()
@@ -275,10 +328,14 @@ def test_sigkill_at_random_moments_then_resume(tmp_path, prepared_data):
     kills_mid_save += bool(partial_checkpoints(workdir))
     # The restarted process went on from the latest checkpoint it found (tqdm's first line).
     progress = re.search(rf'(\d+)/{num_steps}\b', log.with_suffix('.err').read_text())
-    assert progress and int(progress.group(1)) == before, log.with_suffix('.err').read_text()[-2000:]
+    assert progress and int(progress.group(1)) == before, log.with_suffix('.err').read_text()[
+      -2000:
+    ]
     assert (checkpoint_steps(workdir) or [0])[-1] >= target
-    print(f'kill {attempt}: resumed from step {before}, killed after the checkpoint of step '
-          f'{checkpoint_steps(workdir)[-1]}, partial checkpoints left: {partial_checkpoints(workdir)}')
+    print(
+      f'kill {attempt}: resumed from step {before}, killed after the checkpoint of step '
+      f'{checkpoint_steps(workdir)[-1]}, partial checkpoints left: {partial_checkpoints(workdir)}'
+    )
   assert kills_mid_save >= 1, 'no kill landed while a checkpoint was being written'
 
   result = launch(*argv)
@@ -287,21 +344,32 @@ def test_sigkill_at_random_moments_then_resume(tmp_path, prepared_data):
   assert [r['step'] for r in rows] == list(range(1, num_steps + 1))  # each step once, in order
   assert all(np.isfinite(v) for r in rows for v in r.values())
   # The last max_checkpoints (3) complete checkpoints and no half-written one.
-  assert sorted(os.listdir(workdir / 'checkpoints')) == [str(s) for s in range(num_steps - 2, num_steps + 1)]
+  assert sorted(os.listdir(workdir / 'checkpoints')) == [
+    str(s) for s in range(num_steps - 2, num_steps + 1)
+  ]
   run, leaves = restored(workdir, load_config('gan'))
   assert int(run.state.step) == num_steps and all_finite(leaves)
 
 
 # --- 3. SIGTERM (preemption) and SIGINT (Ctrl-C) ----------------------------------------------
 
+
 @pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT], ids=['SIGTERM', 'SIGINT'])
 def test_signal_saves_a_checkpoint_of_the_current_step(signum, tmp_path, prepared_data):
   workdir = tmp_path / 'run'
-  proc = start('--config=configs/gan.py:smoke', f'--workdir={workdir}',
-               '--config.train.num_steps=1000000', '--config.train.checkpoint_every=1000000',
-               '--config.train.log_every=1', *QUIET, log=tmp_path / 'log')
+  proc = start(
+    '--config=configs/gan.py:smoke',
+    f'--workdir={workdir}',
+    '--config.train.num_steps=1000000',
+    '--config.train.checkpoint_every=1000000',
+    '--config.train.log_every=1',
+    *QUIET,
+    log=tmp_path / 'log',
+  )
   try:
-    wait_for(lambda: len(metric_rows(workdir, complete_only=True)) >= 3, proc, what='3 logged steps')
+    wait_for(
+      lambda: len(metric_rows(workdir, complete_only=True)) >= 3, proc, what='3 logged steps'
+    )
     assert checkpoint_steps(workdir) == []
     proc.send_signal(signum)
     status = finish(proc, timeout=120)
@@ -312,8 +380,9 @@ def test_signal_saves_a_checkpoint_of_the_current_step(signum, tmp_path, prepare
   assert status == 128 + signum, stderr[-3000:]
   stopped = [line for line in stderr_lines(stderr) if 'stopped:' in line]
   assert len(stopped) == 1, stderr[-3000:]
-  match = re.search(rf'stopped: {signum.name} at step (\d+): checkpoint saved, run again to resume$',
-                    stopped[0])
+  match = re.search(
+    rf'stopped: {signum.name} at step (\d+): checkpoint saved, run again to resume$', stopped[0]
+  )
   assert match, stopped
   step = int(match.group(1))
   assert checkpoint_steps(workdir) == [step] and partial_checkpoints(workdir) == []
@@ -324,6 +393,7 @@ def test_signal_saves_a_checkpoint_of_the_current_step(signum, tmp_path, prepare
 
 
 # --- 4. the non-finite guard -------------------------------------------------------------------
+
 
 def diverging_config():
   """gan smoke with SGD at lr 1e4: G's parameters overflow at step 2 (measured); a checkpoint
@@ -339,8 +409,10 @@ def diverging_config():
   return config
 
 
-NONFINITE = re.compile(r'non-finite ((?:[\w/]+=(?:nan|inf|-inf)(?:, )?)+) at step (\d+); training '
-                       r'stopped, the last good checkpoint is step (\d+)')
+NONFINITE = re.compile(
+  r'non-finite ((?:[\w/]+=(?:nan|inf|-inf)(?:, )?)+) at step (\d+); training '
+  r'stopped, the last good checkpoint is step (\d+)'
+)
 
 
 def test_divergence_stops_with_the_term_and_step_and_keeps_the_last_good_checkpoint(tmp_path):
@@ -364,11 +436,18 @@ def test_divergence_stops_with_the_term_and_step_and_keeps_the_last_good_checkpo
 
 def test_divergence_through_launch_exits_1_with_one_line(tmp_path, prepared_data):
   workdir = tmp_path / 'run'
-  result = launch('--config=configs/gan.py:smoke', f'--workdir={workdir}',
-                  '--config.optimizer.g.name=sgd', '--config.optimizer.d.name=sgd',
-                  '--config.optimizer.g.learning_rate=1e4', '--config.optimizer.d.learning_rate=1e4',
-                  '--config.train.num_steps=20', '--config.train.checkpoint_every=1',
-                  '--config.train.log_every=1', *QUIET)
+  result = launch(
+    '--config=configs/gan.py:smoke',
+    f'--workdir={workdir}',
+    '--config.optimizer.g.name=sgd',
+    '--config.optimizer.d.name=sgd',
+    '--config.optimizer.g.learning_rate=1e4',
+    '--config.optimizer.d.learning_rate=1e4',
+    '--config.train.num_steps=20',
+    '--config.train.checkpoint_every=1',
+    '--config.train.log_every=1',
+    *QUIET,
+  )
   assert result.returncode == 1, result.stderr[-3000:]
   errors = [line for line in stderr_lines(result.stderr) if 'error:' in line]
   assert len(errors) == 1 and errors[0].startswith('error: non-finite '), result.stderr[-3000:]
@@ -380,21 +459,27 @@ def test_divergence_through_launch_exits_1_with_one_line(tmp_path, prepared_data
 POISONED_STEP = 3  # 1-based: the update made from state.step == 2
 
 
-def poisoning(make_train_step):
-  """Wraps `train.make_train_step`: the step made from state.step == POISONED_STEP - 1
-  returns a NaN loss and NaN parameters, as a bad batch would."""
-  def make(*args, **kwargs):
-    train_step = make_train_step(*args, **kwargs)
+def poisoning(build_step):
+  """Wraps `train.build_step`: the step made from state.step == POISONED_STEP - 1 returns a NaN
+  loss and NaN parameters, as a bad batch would."""
+
+  def build(*args, **kwargs):
+    compiled = build_step(*args, **kwargs)
+    train_step = compiled.train_step
 
     def poisoned(state, device_data):
       new_state, metrics = train_step(state, device_data)
       nan = jnp.where(state.step == POISONED_STEP - 1, jnp.nan, 0.0)
       poison = lambda tree: jax.tree.map(lambda x: x + nan.astype(x.dtype), tree)
-      new_state = new_state.replace(g=new_state.g.replace(params=poison(new_state.g.params)),
-                                    d=new_state.d.replace(params=poison(new_state.d.params)))
+      new_state = new_state.replace(
+        g=new_state.g.replace(params=poison(new_state.g.params)),
+        d=new_state.d.replace(params=poison(new_state.d.params)),
+      )
       return new_state, {**metrics, 'd_loss': metrics['d_loss'] + nan}
-    return poisoned
-  return make
+
+    return CompiledStep(poisoned, compiled.steps_per_call, compiled.sharding)
+
+  return build
 
 
 def rollback_config(max_rollbacks: int):
@@ -410,7 +495,7 @@ def rollback_config(max_rollbacks: int):
 
 def test_rollback_skips_the_bad_batch_and_continues(tmp_path):
   config = rollback_config(max_rollbacks=1)
-  with mock.patch.object(train, 'make_train_step', poisoning(train.make_train_step)):
+  with mock.patch.object(train, 'build_step', poisoning(train.build_step)):
     last = train.train_and_evaluate(config, str(tmp_path))
   assert last and all(np.isfinite(v) for v in last.values())
   # Steps 1 and 2 logged, 3 rolled back to checkpoint 2 and skipped, 4 trained.
@@ -428,7 +513,7 @@ def test_rollback_inside_a_call_of_several_steps(tmp_path):
   config = rollback_config(max_rollbacks=1)
   config.train.steps_per_call = config.train.log_every = 2
   config.train.num_steps = 6
-  with mock.patch.object(train, 'make_train_step', poisoning(train.make_train_step)):
+  with mock.patch.object(train, 'build_step', poisoning(train.build_step)):
     train.train_and_evaluate(config, str(tmp_path))
   assert [r['step'] for r in metric_rows(tmp_path)] == [2, 4, 6]
   assert all(np.isfinite(v) for r in metric_rows(tmp_path) for v in r.values())
@@ -439,8 +524,12 @@ def test_rollback_inside_a_call_of_several_steps(tmp_path):
 
 def test_rollback_beyond_max_rollbacks_stops(tmp_path):
   config = rollback_config(max_rollbacks=0)
-  with mock.patch.object(train, 'make_train_step', poisoning(train.make_train_step)), \
-      pytest.raises(train.NonFiniteError, match=rf'^non-finite .*d_loss=nan.* at step {POISONED_STEP}; .* step 2$'):
+  with (
+    mock.patch.object(train, 'build_step', poisoning(train.build_step)),
+    pytest.raises(
+      train.NonFiniteError, match=rf'^non-finite .*d_loss=nan.* at step {POISONED_STEP}; .* step 2$'
+    ),
+  ):
     train.train_and_evaluate(config, str(tmp_path))
   assert checkpoint_steps(tmp_path) == [2]
   run, leaves = restored(tmp_path, config)
@@ -448,6 +537,7 @@ def test_rollback_beyond_max_rollbacks_stops(tmp_path):
 
 
 # --- 5. bad input: exit status 2, one line, nothing written -----------------------------------
+
 
 def _truncate_latest_state(workdir):
   """Halves every data file of the latest checkpoint's state, as a torn write would."""
@@ -465,82 +555,201 @@ def _write(path, text):
 
 # id -> (setup(tmp_path, gan_workdir) -> (argv, workdir, extra env), substrings of the line)
 BAD_INPUT = {
-    'unknown_model': (
-        lambda tmp, gan: (['--config=configs/gan.py:smoke', '--config.model.generator=resnet'], tmp / 'run', {}),
-        ["model.generator='resnet'", 'valid choices', 'mlp']),
-    'unknown_loss': (
-        lambda tmp, gan: ([f'--config={_write(tmp / "hinge.py", HINGE_CONFIG)}'], tmp / 'run', {}),
-        ['loss.d_terms.hinge_real', 'valid choices', 'bce_real']),
-    'unknown_optimizer': (
-        lambda tmp, gan: (['--config=configs/gan.py:smoke', '--config.optimizer.d.name=lamb'], tmp / 'run', {}),
-        ["optimizer.d.name='lamb'", 'valid choices', 'adam']),
-    'unknown_dataset': (
-        lambda tmp, gan: (['--config=configs/gan.py:smoke', '--config.data.name=imagenet'], tmp / 'run', {}),
-        ["data.name='imagenet'", 'valid choices', 'mnist5k']),
-    'num_labeled_above_train_split': (
-        lambda tmp, gan: (['--config=configs/sgan.py:smoke', '--config.data.num_labeled=5000'], tmp / 'run', {}),
-        ['data.num_labeled=5000', 'limit']),
-    'num_labeled_not_divisible_by_classes': (
-        lambda tmp, gan: (['--config=configs/sgan.py:smoke', '--config.data.num_labeled=25'], tmp / 'run', {}),
-        ['data.num_labeled', '25', 'multiple of 10']),
-    'batch_size_zero': (
-        lambda tmp, gan: (['--config=configs/gan.py:smoke', '--config.data.batch_size=0'], tmp / 'run', {}),
-        ['data.batch_size=0', '> 0']),
-    'batch_size_not_divisible_by_devices': (
-        lambda tmp, gan: (['--config=configs/gan.py:smoke', '--config.data.batch_size=6'], tmp / 'run',
-                          {'XLA_FLAGS': '--xla_force_host_platform_device_count=4'}),
-        ['data.batch_size=6', '4 devices']),
-    'image_size_not_produced': (
-        lambda tmp, gan: (['--config=configs/dcgan.py:smoke', '--config.data.image_size=32'], tmp / 'run', {}),
-        ['data.image_size=32', "model.generator='dcgan'", '28x28']),
-    'learning_rate_not_positive': (
-        lambda tmp, gan: (['--config=configs/gan.py:smoke', '--config.optimizer.g.learning_rate=-0.001'],
-                          tmp / 'run', {}),
-        ['optimizer.g.learning_rate=-0.001', '> 0']),
-    'num_steps_not_positive': (
-        lambda tmp, gan: (['--config=configs/gan.py:smoke', '--config.train.num_steps=0'], tmp / 'run', {}),
-        ['train.num_steps=0', '> 0']),
-    'workdir_is_a_file': (
-        lambda tmp, gan: (['--config=configs/gan.py:smoke'], _write(tmp / 'run', 'a file\n'), {}),
-        ['workdir=', 'is a file']),
-    'workdir_not_writable': (
-        lambda tmp, gan: (['--config=configs/gan.py:smoke'], '/proc/gan_jax_test/run', {}),
-        ["workdir='/proc/gan_jax_test/run'", 'not writable']),
-    'checkpoints_of_another_config': (
-        lambda tmp, gan: (['--config=configs/gan.py:smoke', '--config.model.discriminator=dcgan'],
-                          copy_of(gan, tmp), {}),
-        ["model.discriminator: 'mlp' -> 'dcgan'", 'allow_config_change=True']),
-    # The same, in a workdir where a killed process left a checkpoint half written.
-    'checkpoints_of_another_config_after_a_kill': (
-        lambda tmp, gan: (['--config=configs/gan.py:smoke', '--config.model.discriminator=dcgan'],
-                          _killed_mid_save_copy(gan, tmp), {}),
-        ["model.discriminator: 'mlp' -> 'dcgan'", 'allow_config_change=True']),
-    'corrupt_checkpoint': (
-        lambda tmp, gan: (['--config=configs/gan.py:smoke'], _corrupt_copy(gan, tmp), {}),
-        ['checkpoint ', os.path.join('checkpoints', '4'), 'cannot be read']),
-    'data_dir_missing': (
-        lambda tmp, gan: (['--config=configs/gan.py:smoke', f'--config.data.data_dir={tmp / "no_data"}'],
-                          tmp / 'run', {}),
-        ['data.data_dir', 'no_data', 'does not exist']),
-    'config_file_missing': (
-        lambda tmp, gan: ([f'--config={tmp / "missing.py"}:smoke'], tmp / 'run', {}),
-        ['--config=', 'missing.py', 'get_config']),
-    'config_without_get_config': (
-        lambda tmp, gan: ([f'--config={_write(tmp / "no_get_config.py", NO_GET_CONFIG)}'], tmp / 'run', {}),
-        ['--config=', 'no_get_config.py', 'get_config']),
+  'unknown_model': (
+    lambda tmp, gan: (
+      ['--config=configs/gan.py:smoke', '--config.model.generator=resnet'],
+      tmp / 'run',
+      {},
+    ),
+    ["model.generator='resnet'", 'valid choices', 'mlp'],
+  ),
+  'unknown_loss': (
+    lambda tmp, gan: (
+      [f'--config={_write(tmp / "unknown_loss.py", UNKNOWN_LOSS_CONFIG)}'],
+      tmp / 'run',
+      {},
+    ),
+    ['loss.d_terms.nosuch_real', 'valid choices', 'bce_real'],
+  ),
+  'unknown_optimizer': (
+    lambda tmp, gan: (
+      ['--config=configs/gan.py:smoke', '--config.optimizer.d.name=lamb'],
+      tmp / 'run',
+      {},
+    ),
+    ["optimizer.d.name='lamb'", 'valid choices', 'adam'],
+  ),
+  'unknown_dataset': (
+    lambda tmp, gan: (
+      ['--config=configs/gan.py:smoke', '--config.data.name=imagenet'],
+      tmp / 'run',
+      {},
+    ),
+    ["data.name='imagenet'", 'valid choices', 'mnist5k'],
+  ),
+  'num_labeled_above_train_split': (
+    lambda tmp, gan: (
+      ['--config=configs/sgan.py:smoke', '--config.data.num_labeled=5000'],
+      tmp / 'run',
+      {},
+    ),
+    ['data.num_labeled=5000', 'limit'],
+  ),
+  'num_labeled_not_divisible_by_classes': (
+    lambda tmp, gan: (
+      ['--config=configs/sgan.py:smoke', '--config.data.num_labeled=25'],
+      tmp / 'run',
+      {},
+    ),
+    ['data.num_labeled', '25', 'multiple of 10'],
+  ),
+  'batch_size_zero': (
+    lambda tmp, gan: (
+      ['--config=configs/gan.py:smoke', '--config.data.batch_size=0'],
+      tmp / 'run',
+      {},
+    ),
+    ['data.batch_size=0', '> 0'],
+  ),
+  'batch_size_not_divisible_by_devices': (
+    lambda tmp, gan: (
+      ['--config=configs/gan.py:smoke', '--config.data.batch_size=6'],
+      tmp / 'run',
+      {'XLA_FLAGS': '--xla_force_host_platform_device_count=4'},
+    ),
+    ['data.batch_size=6', '4 devices'],
+  ),
+  'image_size_not_produced': (
+    lambda tmp, gan: (
+      ['--config=configs/dcgan.py:smoke', '--config.data.image_size=32'],
+      tmp / 'run',
+      {},
+    ),
+    ['data.image_size=32', "model.generator='dcgan'", '28x28'],
+  ),
+  'learning_rate_not_positive': (
+    lambda tmp, gan: (
+      ['--config=configs/gan.py:smoke', '--config.optimizer.g.learning_rate=-0.001'],
+      tmp / 'run',
+      {},
+    ),
+    ['optimizer.g.learning_rate=-0.001', '> 0'],
+  ),
+  'num_steps_not_positive': (
+    lambda tmp, gan: (
+      ['--config=configs/gan.py:smoke', '--config.train.num_steps=0'],
+      tmp / 'run',
+      {},
+    ),
+    ['train.num_steps=0', '> 0'],
+  ),
+  'workdir_is_a_file': (
+    lambda tmp, gan: (['--config=configs/gan.py:smoke'], _write(tmp / 'run', 'a file\n'), {}),
+    ['workdir=', 'is a file'],
+  ),
+  'workdir_not_writable': (
+    lambda tmp, gan: (['--config=configs/gan.py:smoke'], '/proc/gan_jax_test/run', {}),
+    ["workdir='/proc/gan_jax_test/run'", 'not writable'],
+  ),
+  'checkpoints_of_another_config': (
+    lambda tmp, gan: (
+      ['--config=configs/gan.py:smoke', '--config.model.discriminator=dcgan'],
+      copy_of(gan, tmp),
+      {},
+    ),
+    ["model.discriminator: 'mlp' -> 'dcgan'", 'allow_config_change=True'],
+  ),
+  # The same, in a workdir where a killed process left a checkpoint half written.
+  'checkpoints_of_another_config_after_a_kill': (
+    lambda tmp, gan: (
+      ['--config=configs/gan.py:smoke', '--config.model.discriminator=dcgan'],
+      _killed_mid_save_copy(gan, tmp),
+      {},
+    ),
+    ["model.discriminator: 'mlp' -> 'dcgan'", 'allow_config_change=True'],
+  ),
+  'corrupt_checkpoint': (
+    lambda tmp, gan: (['--config=configs/gan.py:smoke'], _corrupt_copy(gan, tmp), {}),
+    ['checkpoint ', os.path.join('checkpoints', '4'), 'cannot be read'],
+  ),
+  'data_dir_missing': (
+    lambda tmp, gan: (
+      ['--config=configs/gan.py:smoke', f'--config.data.data_dir={tmp / "no_data"}'],
+      tmp / 'run',
+      {},
+    ),
+    ['data.data_dir', 'no_data', 'does not exist'],
+  ),
+  'config_file_missing': (
+    lambda tmp, gan: ([f'--config={tmp / "missing.py"}:smoke'], tmp / 'run', {}),
+    ['--config=', 'missing.py', 'get_config'],
+  ),
+  'config_without_get_config': (
+    lambda tmp, gan: (
+      [f'--config={_write(tmp / "no_get_config.py", NO_GET_CONFIG)}'],
+      tmp / 'run',
+      {},
+    ),
+    ['--config=', 'no_get_config.py', 'get_config'],
+  ),
+  # Issue 15's three: each once ended in a traceback, a hang or a full default run.
+  'latent_dim_zero': (
+    lambda tmp, gan: (
+      ['--config=configs/gan.py:smoke', '--config.model.latent_dim=0'],
+      tmp / 'run',
+      {},
+    ),
+    ['model.latent_dim=0', '> 0'],
+  ),
+  'unknown_config_variant': (
+    lambda tmp, gan: (['--config=configs/sgan.py:nosuchvariant'], tmp / 'run', {}),
+    ['--config=configs/sgan.py:nosuchvariant', "'nosuchvariant'", 'valid choices: smoke'],
+  ),
+  'batch_size_above_train_split': (
+    lambda tmp, gan: (
+      ['--config=configs/gan.py:smoke', '--config.data.batch_size=100000'],
+      tmp / 'run',
+      {},
+    ),
+    ['data.batch_size=100000', '4000'],
+  ),
+  'nan_loss_weight': (
+    lambda tmp, gan: (
+      ['--config=configs/gan.py:smoke', '--config.loss.d_terms.bce_real=nan'],
+      tmp / 'run',
+      {},
+    ),
+    ['loss.d_terms.bce_real=nan', 'finite'],
+  ),
+  'unknown_override': (
+    lambda tmp, gan: (
+      ['--config=configs/gan.py:smoke', '--config.train.nosuch=1'],
+      tmp / 'run',
+      {},
+    ),
+    ['--config.train.nosuch=1', 'not a config field', 'num_steps'],
+  ),
+  'override_drops_a_field': (
+    lambda tmp, gan: (
+      ['--config=configs/gan.py:smoke', '--config.optimizer.g={"name": "sgd"}'],
+      tmp / 'run',
+      {},
+    ),
+    ['optimizer.g.learning_rate is missing'],
+  ),
 }
 
 NO_GET_CONFIG = 'seed = 0\n'
 
-HINGE_CONFIG = '''\
+UNKNOWN_LOSS_CONFIG = """\
 from configs import gan
 
 
 def get_config(arg=None):
   config = gan.get_config('smoke')
-  config.loss.d_terms = {'hinge_real': 1.0}
+  config.loss.d_terms = {'nosuch_real': 1.0}
   return config
-'''
+"""
 
 
 def _corrupt_copy(gan_workdir, tmp_path):
@@ -592,7 +801,11 @@ def test_bad_input_is_one_line_exit_2_and_leaves_the_workdir_alone(case, bad_inp
 
 def test_changed_config_resumes_with_the_override(gan_workdir, tmp_path):
   workdir = copy_of(gan_workdir, tmp_path)
-  argv = ['--config=configs/gan.py:smoke', f'--workdir={workdir}', '--config.optimizer.g.learning_rate=0.001']
+  argv = [
+    '--config=configs/gan.py:smoke',
+    f'--workdir={workdir}',
+    '--config.optimizer.g.learning_rate=0.001',
+  ]
   before = snapshot(workdir)
   result = launch(*argv, '--config.train.num_steps=6', timeout=120)
   assert result.returncode == 2, result.stderr[-3000:]
@@ -603,3 +816,126 @@ def test_changed_config_resumes_with_the_override(gan_workdir, tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   assert checkpoint_steps(workdir)[-1] == 6
   assert [r['step'] for r in metric_rows(workdir)] == [2, 4, 6]
+
+
+# --- 6. a bug: exit status 1, one line, at once ------------------------------------------------
+
+# Config files are Python run inside launch.py: these two break the run from within, as a bug
+# would, while a thread that never ends stands for a checkpoint writer left waiting.
+BROKEN_CONFIG = """\
+import threading
+
+from configs import gan
+from gan_jax import data
+
+
+def get_config(arg=None):
+  threading.Thread(target=threading.Event().wait, name='stuck-writer').start()
+
+  def load_split(*args, **kwargs):
+    raise RuntimeError('disk on fire\\nsecond line')
+
+  data.load_split = load_split
+  return gan.get_config('smoke')
+"""
+
+DYING_THREAD_CONFIG = """\
+import threading
+import time
+
+from configs import gan
+from gan_jax import data
+
+
+def get_config(arg=None):
+  hook = threading.excepthook
+
+  def die():
+    while threading.excepthook is hook:  # until launch.py has installed its own
+      time.sleep(0.01)
+    raise OSError('no space left on device')
+
+  threading.Thread(target=die, name='writer').start()
+  data.load_split = lambda *args, **kwargs: threading.Event().wait()  # the run never ends alone
+  return gan.get_config('smoke')
+"""
+
+BUG_TIMEOUT = 60  # seconds: mostly JAX's import; a process kept alive by its threads never ends
+
+
+def test_a_bug_is_one_line_exit_1_and_ends_with_threads_running(tmp_path):
+  config = _write(tmp_path / 'broken.py', BROKEN_CONFIG)
+  (tmp_path / 'tmp').mkdir()
+  result = launch(
+    f'--config={config}',
+    f'--workdir={tmp_path / "run"}',
+    env=launch_env(TMPDIR=str(tmp_path / 'tmp')),
+    timeout=BUG_TIMEOUT,
+  )
+  assert result.returncode == 1, result.stderr[-3000:]
+  lines = stderr_lines(result.stderr)
+  assert len(lines) == 1, result.stderr[-3000:]
+  match = re.fullmatch(r'error: RuntimeError: disk on fire \(traceback: (.+)\)', lines[0])
+  assert match, lines
+  # A workdir that held no run is not created for the traceback: it goes to a temporary file.
+  assert not (tmp_path / 'run').exists()
+  log = match.group(1)
+  assert os.path.dirname(log) == str(tmp_path / 'tmp')
+  text = open(log).read()
+  assert text.startswith('Traceback') and 'second line' in text
+
+
+def test_a_bug_in_a_workdir_that_holds_a_run_leaves_error_log(tmp_path):
+  workdir = tmp_path / 'run'
+  workdir.mkdir()
+  _write(workdir / 'config.json', '{}\n')
+  before = snapshot(workdir)
+  result = launch(
+    f'--config={_write(tmp_path / "broken.py", BROKEN_CONFIG)}',
+    f'--workdir={workdir}',
+    timeout=BUG_TIMEOUT,
+  )
+  assert result.returncode == 1, result.stderr[-3000:]
+  assert stderr_lines(result.stderr) == [
+    f'error: RuntimeError: disk on fire (traceback: {workdir / "error.log"})'
+  ]
+  after = snapshot(workdir)
+  assert after.pop('error.log') and after == before
+  assert 'RuntimeError: disk on fire' in (workdir / 'error.log').read_text()
+
+
+def test_a_dying_background_thread_ends_the_run_at_once(tmp_path):
+  (tmp_path / 'tmp').mkdir()
+  result = launch(
+    f'--config={_write(tmp_path / "dying.py", DYING_THREAD_CONFIG)}',
+    f'--workdir={tmp_path / "run"}',
+    env=launch_env(TMPDIR=str(tmp_path / 'tmp')),
+    timeout=BUG_TIMEOUT,
+  )
+  assert result.returncode == 1, result.stderr[-3000:]
+  lines = stderr_lines(result.stderr)
+  assert len(lines) == 1, result.stderr[-3000:]
+  assert lines[0].startswith(
+    'error: in thread writer: OSError: no space left on device (traceback: '
+  ), lines
+
+
+def test_exit_status_and_line_of_each_way_a_run_ends(tmp_path):
+  import launch as launcher
+
+  workdir = str(tmp_path / 'absent')
+  assert launcher.outcome(ValueError('data.x=1 must be > 1'), workdir) == (
+    2,
+    'error: data.x=1 must be > 1',
+  )
+  assert launcher.outcome(train.NonFiniteError('non-finite d_loss=nan at step 3'), workdir) == (
+    1,
+    'error: non-finite d_loss=nan at step 3',
+  )
+  assert launcher.outcome(train.Interrupted('SIGTERM', 7), workdir)[0] == 128 + signal.SIGTERM
+  assert launcher.outcome(KeyboardInterrupt(), workdir) == (128 + signal.SIGINT, 'stopped: SIGINT')
+  with mock.patch.object(launcher.tempfile, 'tempdir', str(tmp_path)):
+    status, line = launcher.outcome(ZeroDivisionError('division by zero\nmore'), workdir)
+  assert status == 1
+  assert re.fullmatch(r'error: ZeroDivisionError: division by zero \(traceback: .+\)', line), line
+  assert not os.path.exists(workdir)

@@ -20,30 +20,35 @@ import chex
 import jax
 import numpy as np
 import pytest
+from test_train import load_config, read_metrics, straight_and_interrupted_runs
 
 from gan_jax import checks, data, evaluation, train
 from gan_jax.run import Run
 from gan_jax.step import build_step
-from test_train import load_config, read_metrics, straight_and_interrupted_runs
 
 
 def _leaves(state) -> dict:
   """Every leaf of a state by key path (the states of two runs hold different module objects)."""
-  return {jax.tree_util.keystr(p): np.asarray(x)
-          for p, x in jax.tree_util.tree_leaves_with_path(jax.device_get(state))}
+  return {
+    jax.tree_util.keystr(p): np.asarray(x)
+    for p, x in jax.tree_util.tree_leaves_with_path(jax.device_get(state))
+  }
 
 
 def _scaled(tree, reference):
   """Each leaf over its largest magnitude in `reference` (one tolerance for params and Adam's moments)."""
-  return jax.tree.map(lambda x, r: np.asarray(x, np.float64) / max(float(np.abs(r).max()), 1e-30),
-                      tree, reference)
+  return jax.tree.map(
+    lambda x, r: np.asarray(x, np.float64) / max(float(np.abs(r).max()), 1e-30), tree, reference
+  )
 
 
 def _steps(config, workdir):
   """The run's fresh state after `train.num_steps` steps of its (jitted) train step."""
   run = Run(config, str(workdir))
   run.checkpointer.close()
-  step = jax.jit(build_step(config, run.generator, run.discriminator, run.mesh, run.seeds).train_step)
+  step = jax.jit(
+    build_step(config, run.generator, run.discriminator, run.mesh, run.seeds).train_step
+  )
   state = run.state
   for _ in range(config.train.num_steps):
     state, metrics = step(state, run.device_data)
@@ -62,18 +67,25 @@ def test_seed_i_of_a_k_seed_run_is_the_single_run_of_seed_plus_i(tmp_path):
     single_run, single_state, single_metrics = _steps(single_config, tmp_path / f'seed_{i}')
     # The same initial state, bit for bit: vmap draws the same random numbers per seed.
     chex.assert_trees_all_equal(_leaves(initial[i]), _leaves(single_run.state))
-    seed_state, single_state = _leaves(jax.tree.map(lambda x, i=i: x[i], state)), _leaves(single_state)
-    chex.assert_trees_all_close(_scaled(seed_state, single_state), _scaled(single_state, single_state),
-                                atol=5e-4, rtol=0)
-    chex.assert_trees_all_close({k: v[i] for k, v in metrics.items()}, single_metrics,
-                                atol=1e-6, rtol=1e-5)
+    seed_state, single_state = (
+      _leaves(jax.tree.map(lambda x, i=i: x[i], state)),
+      _leaves(single_state),
+    )
+    chex.assert_trees_all_close(
+      _scaled(seed_state, single_state), _scaled(single_state, single_state), atol=5e-4, rtol=0
+    )
+    chex.assert_trees_all_close(
+      {k: v[i] for k, v in metrics.items()}, single_metrics, atol=1e-6, rtol=1e-5
+    )
 
 
-def _untrained_classifier(name, data_dir=None):
+def _untrained_classifier(dataset):
   """A fixed, untrained eval classifier: the scores' bookkeeping is under test, not their values."""
-  images, _ = data.load_split(name, 'train', data_dir)
-  params = evaluation.Classifier(10).init(jax.random.PRNGKey(0), images[:1].astype(np.float32))['params']
-  return evaluation.EvalClassifier(params, 10, 0.5, images.shape[1:])
+  images, _ = dataset.split('train')
+  params = evaluation.Classifier(10).init(jax.random.PRNGKey(0), images[:1].astype(np.float32))[
+    'params'
+  ]
+  return evaluation.EvalClassifier(params, 10, 0.5)
 
 
 def test_k_seed_run_logs_grids_and_scores_per_seed_with_mean_and_std(tmp_path):

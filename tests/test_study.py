@@ -8,18 +8,22 @@ import sys
 from unittest import mock
 
 import numpy as np
-import pytest
 from PIL import Image
+import pytest
 
-import study
 from gan_jax import train
+import study
 
 BUDGETS, SEEDS, STEPS = (10, 20), 2, 2
 
 
 def run_names():
-  return [f'{system}_n{budget}_s{seed}' for budget in BUDGETS for seed in range(SEEDS)
-          for system in study.SYSTEMS]
+  return [
+    f'{system}_n{budget}_s{seed}'
+    for budget in BUDGETS
+    for seed in range(SEEDS)
+    for system in study.SYSTEMS
+  ]
 
 
 @pytest.fixture(scope='module')
@@ -30,16 +34,24 @@ def study_dir(classifier, tmp_path_factory):
 
 
 def run_accuracies(out, system, budget):
-  scores = [json.loads((out / f'{system}_n{budget}_s{seed}' / 'eval.json').read_text())
-            for seed in range(SEEDS)]
+  scores = [
+    json.loads((out / f'{system}_n{budget}_s{seed}' / 'eval.json').read_text())
+    for seed in range(SEEDS)
+  ]
   assert all(s['step'] == STEPS for s in scores)
   return [s['d_test_accuracy'] for s in scores]
 
 
 def test_study_runs_both_systems_at_every_budget_and_seed(study_dir):
-  assert sorted(os.listdir(study_dir)) == sorted(run_names() + ['study.json', 'study.md', 'study.png'])
+  assert sorted(os.listdir(study_dir)) == sorted(
+    run_names() + ['study.json', 'study.md', 'study.png']
+  )
   config = json.loads((study_dir / 'sgan_baseline_n10_s1' / 'config.json').read_text())
-  assert (config['data']['num_labeled'], config['seed'], config['train']['num_steps']) == (10, 1, STEPS)
+  assert (config['data']['num_labeled'], config['seed'], config['train']['num_steps']) == (
+    10,
+    1,
+    STEPS,
+  )
   assert config['loss']['d_terms'] == {'sgan_labeled': 1.0}
 
 
@@ -56,7 +68,9 @@ def test_study_json_and_table_hold_the_runs_results(study_dir):
       assert row[f'{system}_std'] == pytest.approx(np.std(accuracies, ddof=1))
       cells[system] = f'{100 * np.mean(accuracies):.2f} ± {100 * np.std(accuracies, ddof=1):.2f}'
     gain = 100 * (row['sgan_mean'] - row['sgan_baseline_mean'])
-    line = f'| {row["budget"]} | {SEEDS} | {cells["sgan"]} | {cells["sgan_baseline"]} | {gain:+.2f} |'
+    line = (
+      f'| {row["budget"]} | {SEEDS} | {cells["sgan"]} | {cells["sgan_baseline"]} | {gain:+.2f} |'
+    )
     assert line in table.splitlines(), (line, table)
   with Image.open(study_dir / 'study.png') as plot:
     assert plot.width > 100 and plot.height > 100
@@ -64,8 +78,10 @@ def test_study_json_and_table_hold_the_runs_results(study_dir):
 
 def test_study_resumes_without_training_again(study_dir):
   before = (study_dir / 'study.json').read_text()
-  with mock.patch.object(train, 'train_and_evaluate', side_effect=AssertionError('trained again')), \
-      mock.patch.object(train, 'evaluate', side_effect=AssertionError('evaluated again')):
+  with (
+    mock.patch.object(train, 'train_and_evaluate', side_effect=AssertionError('trained again')),
+    mock.patch.object(train, 'evaluate', side_effect=AssertionError('evaluated again')),
+  ):
     study.run_study(list(BUDGETS), SEEDS, str(study_dir), steps=STEPS, variant='smoke')
   after = json.loads((study_dir / 'study.json').read_text())
   assert after['rows'] == json.loads(before)['rows']
@@ -86,11 +102,17 @@ def test_a_run_trained_but_not_evaluated_is_only_evaluated(study_dir):
 def test_recorded_command_line_reproduces_the_study(study_dir):
   """The command in study.md and study.json, run on the finished study: it only gathers the results."""
   command = json.loads((study_dir / 'study.json').read_text())['command']
-  assert command == (f'python study.py --budgets=10,20 --seeds={SEEDS} --out={study_dir} '
-                     f'--steps={STEPS} --config_variant=smoke')
+  assert command == (
+    f'python study.py --budgets=10,20 --seeds={SEEDS} --out={study_dir} '
+    f'--steps={STEPS} --config_variant=smoke'
+  )
   assert f'`{command}`' in (study_dir / 'study.md').read_text()
-  result = subprocess.run([sys.executable, *command.split()[1:]], capture_output=True, text=True,
-                          cwd=os.path.join(os.path.dirname(__file__), '..'))
+  result = subprocess.run(
+    [sys.executable, *command.split()[1:]],
+    capture_output=True,
+    text=True,
+    cwd=os.path.join(os.path.dirname(__file__), '..'),
+  )
   assert result.returncode == 0, result.stderr
   assert (study_dir / 'study.md').read_text() in result.stdout
   assert re.search(r'sgan_n20_s1: d_test_accuracy [\d.]+ \(done before\)', result.stdout)

@@ -1,8 +1,9 @@
 """Pieces the generators and discriminators share."""
 
+from collections.abc import Callable
 import functools
 import math
-from typing import Any, Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -17,8 +18,35 @@ dcgan_init = nn.initializers.normal(0.02)
 batch_norm = functools.partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
 
 
+def quarter_size(image_shape: tuple[int, ...], generator: str) -> tuple[int, int]:
+  """The base map (H/4, W/4) of a generator that doubles it twice; a one-line ValueError if
+  the images are not a multiple of 4."""
+  height, width = image_shape[:2]
+  if height % 4 or width % 4:
+    raise ValueError(
+      f'data.image_size={height} is not valid for model.generator={generator!r}: '
+      'it must be a multiple of 4'
+    )
+  return height // 4, width // 4
+
+
+def spectral_norm(enabled: bool, train: bool) -> Callable[[nn.Module], Callable]:
+  """`wrap(layer)`: the layer itself, or (`enabled`) its spectral normalisation (Miyato et al.
+  2018), the kernel divided by its largest singular value. One power iteration per training call
+  refines that estimate; its vector u lives in 'batch_stats' (so in checkpoints) and moves in
+  training mode only (the step keeps the update of D's pass on real images: once per D update).
+  """
+
+  def wrap(layer: nn.Module) -> Callable:
+    if not enabled:
+      return layer
+    return functools.partial(nn.SpectralNorm(layer), update_stats=train)
+
+  return wrap
+
+
 def conv_transpose_low_padding(kernel_size: int, stride: int) -> int:
-  """The low padding `lax.conv_transpose` uses for 'SAME' (what nn.ConvTranspose(padding='SAME') does)."""
+  """The low padding `lax.conv_transpose` uses for 'SAME' (as nn.ConvTranspose(padding='SAME'))."""
   if stride > kernel_size - 1:
     return kernel_size - 1
   return math.ceil((kernel_size + stride - 2) / 2)
@@ -33,8 +61,11 @@ def phase_taps(kernel_size: int, factor: int, low: int, zero_fill: bool):
   """
   phases = []
   for a in range(factor):
-    reads = {t: (a + t - low) // factor for t in range(kernel_size)
-             if not zero_fill or (a + t - low) % factor == 0}
+    reads = {
+      t: (a + t - low) // factor
+      for t in range(kernel_size)
+      if not zero_fill or (a + t - low) % factor == 0
+    }
     first = min(reads.values())
     taps = np.zeros((max(reads.values()) - first + 1, kernel_size), np.float32)
     for t, offset in reads.items():
@@ -55,6 +86,7 @@ class SubpixelConv(nn.Module):
   multiply-adds per input pixel, and neither form needs the large-window weight gradient that
   XLA:CPU runs slowly for an upsampled or lhs-dilated convolution.
   """
+
   features: int
   kernel_size: int
   low: int  # padding before the first row/column of the upsampled grid
@@ -78,11 +110,19 @@ class SubpixelConv(nn.Module):
       for col_taps, col_first in phases:
         phase_kernel = jnp.einsum('ut,vs,tsio->uvio', row_taps, col_taps, kernel)
         # Pad (or crop, where negative) so that output i reads input i + first + u.
-        padding = [(-first, first + len(taps) - 1) for taps, first in
-                   ((row_taps, row_first), (col_taps, col_first))]
-        cols.append(jax.lax.conv_general_dilated(
-            x, phase_kernel.astype(x.dtype), (1, 1), padding,
-            dimension_numbers=('NHWC', 'HWIO', 'NHWC')))
+        padding = [
+          (-first, first + len(taps) - 1)
+          for taps, first in ((row_taps, row_first), (col_taps, col_first))
+        ]
+        cols.append(
+          jax.lax.conv_general_dilated(
+            x,
+            phase_kernel.astype(x.dtype),
+            (1, 1),
+            padding,
+            dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+          )
+        )
       rows.append(jnp.stack(cols, axis=3))  # [n, h, w, f (col phase), c]
     y = jnp.stack(rows, axis=2).reshape(n, h * f, w * f, self.features)  # [n, h, f, w, f, c]
     return y if bias is None else y + bias
@@ -90,5 +130,11 @@ class SubpixelConv(nn.Module):
 
 def conv_transpose(features: int, kernel_size: int, stride: int, **kwargs) -> SubpixelConv:
   """`nn.ConvTranspose(features, (k, k), (s, s), padding='SAME')`, as a SubpixelConv."""
-  return SubpixelConv(features, kernel_size, conv_transpose_low_padding(kernel_size, stride),
-                      stride, 'zeros', **kwargs)
+  return SubpixelConv(
+    features,
+    kernel_size,
+    conv_transpose_low_padding(kernel_size, stride),
+    stride,
+    'zeros',
+    **kwargs,
+  )

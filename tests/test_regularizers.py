@@ -1,0 +1,270 @@
+"""The stabilisation toolkit inside the step: input gradients (WGAN-GP, R1) against finite
+differences of D, lazy R1, the EMA of G against its closed form, and whose passes move the
+running statistics (G's last pass, D's pass on real images)."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from test_train import load_config, straight_and_interrupted_runs
+
+from gan_jax import losses, models
+from gan_jax import state as state_lib
+from gan_jax.passes import StepSpec, apply_d, discriminate, gather
+from gan_jax.run import Run
+from gan_jax.step import build_step, step_keys
+
+
+def latest_state(config, workdir):
+  """The state of the latest checkpoint in `workdir`."""
+  run = Run(config, str(workdir))
+  run.checkpointer.close()
+  return run.state
+
+
+@pytest.fixture(scope='module')
+def gan_run(tmp_path_factory):
+  """The vanilla GAN's smoke run: an MLP D (piecewise linear, so finite differences are exact)."""
+  config = load_config('gan')
+  run = Run(config, str(tmp_path_factory.mktemp('gan')))
+  run.checkpointer.close()
+  return config, run
+
+
+def jitted_step(config, workdir):
+  """The run of `config` (fresh state) and its jitted one-step function."""
+  run = Run(config, str(workdir))
+  run.checkpointer.close()
+  return run, jax.jit(
+    build_step(config, run.generator, run.discriminator, run.mesh, run.seeds).train_step
+  )
+
+
+def spec_of(config, run) -> StepSpec:
+  return StepSpec.from_config(config, run.generator, run.discriminator, run.mesh)
+
+
+def finite_difference_grads(fn, images: np.ndarray, eps: float = 1e-2) -> np.ndarray:
+  """Central differences of the scalar fn(images) with respect to each pixel."""
+  grads = np.zeros_like(images)
+  for index in np.ndindex(images.shape):
+    up, down = images.copy(), images.copy()
+    up[index] += eps
+    down[index] -= eps
+    grads[index] = (fn(up) - fn(down)) / (2 * eps)
+  return grads
+
+
+def small_d(run, shape=(3, 3, 1)):
+  """The run's MLP D on small images (it flattens any shape): its params and a jitted pass."""
+  params = run.discriminator.init(
+    jax.random.PRNGKey(3), jnp.zeros((1, *shape)), jnp.zeros(1, jnp.int32), train=False
+  )['params']
+  return params
+
+
+def test_input_gradients_match_finite_differences_of_d(gan_run):
+  config, run = gan_run
+  spec, params = spec_of(config, run), small_d(run)
+  images = np.random.default_rng(0).uniform(-1, 1, (2, 3, 3, 1)).astype(np.float32)
+  labels, key = jnp.zeros(2, jnp.int32), jax.random.PRNGKey(1)
+  apply = jax.jit(lambda x: apply_d(spec, params, {}, x, labels, key, True)[0])
+  realness_sum = lambda x: float(jnp.sum(losses.realness(apply(x)[0])))
+  fd = finite_difference_grads(realness_sum, images)
+  np.testing.assert_allclose(np.asarray(apply(images)[2]), fd, rtol=1e-2, atol=1e-4)
+  assert np.abs(fd).max() > 1e-3  # D does depend on these pixels
+
+
+@pytest.mark.parametrize('term, input_name', [('gradient_penalty', 'interpolated'), ('r1', 'real')])
+def test_gradient_terms_against_finite_differences(gan_run, term, input_name):
+  """WGAN-GP's (‖∇D(x̂)‖ − 1)² on interpolates and R1's ½‖∇D(x)‖², each from D's input gradient
+  as the objective builds and scores it, against the same formula on finite differences."""
+  config, run = gan_run
+  config = config.copy_and_resolve_references()
+  config.loss.d_terms = {'critic_real': 1.0, 'critic_fake': 1.0, term: 1.0}
+  spec, params = spec_of(config, run), small_d(run)
+  rng = np.random.default_rng(1)
+  real = (jnp.asarray(rng.uniform(-1, 1, (3, 3, 3, 1)), jnp.float32), jnp.zeros(3, jnp.int32))
+  fake = (jnp.asarray(rng.uniform(-1, 1, (3, 3, 3, 1)), jnp.float32), jnp.zeros(3, jnp.int32))
+  inputs = spec.objective.d_inputs(real, fake, None, jax.random.PRNGKey(5), 10)
+  assert set(inputs) == {'real', 'fake', input_name}
+  key = jax.random.PRNGKey(2)
+  outputs, _ = discriminate(spec, params, {}, inputs, key, spec.objective.gradient_inputs(True))
+  _, parts = spec.objective.d_loss(outputs, lazy=True)
+
+  x = np.asarray(inputs[input_name][0])
+  single = jax.jit(lambda v: apply_d(spec, params, {}, v, real[1], key, False)[0][0])
+  grads = finite_difference_grads(lambda v: float(jnp.sum(losses.realness(single(v)))), x)
+  norms = np.linalg.norm(grads.reshape(3, -1), axis=1)
+  expected = np.mean((norms - 1) ** 2) if term == 'gradient_penalty' else np.mean(0.5 * norms**2)
+  np.testing.assert_allclose(float(parts[term]), expected, rtol=2e-2)
+  if term == 'gradient_penalty':  # x̂ lies between its real and fake images, per example
+    eps = (x - np.asarray(fake[0])) / (np.asarray(real[0]) - np.asarray(fake[0]))
+    np.testing.assert_allclose(eps, eps[:, :1, :1, :1] * np.ones_like(eps), atol=1e-4)
+    assert np.all((eps[:, 0, 0, 0] >= 0) & (eps[:, 0, 0, 0] <= 1))
+
+
+def test_lazy_r1_applies_every_k_steps_with_k_times_the_weight(gan_run, tmp_path):
+  config, _ = gan_run
+  config = config.copy_and_resolve_references()
+  config.loss.d_terms = {'bce_real': 1.0, 'bce_fake': 1.0, 'r1': 10.0}
+  config.loss.hparams.lazy_every = 2
+  run, step = jitted_step(config, tmp_path)
+  state, rows = run.state, []
+  for _ in range(3):
+    state, metrics = step(state, run.device_data)
+    rows.append(jax.device_get(metrics))
+  for i, row in enumerate(rows):
+    parts = row['d/bce_real'] + row['d/bce_fake']
+    if i % 2 == 0:  # steps 0 and 2 apply R1, weighted 2 × 10
+      assert row['d/r1'] > 0
+      np.testing.assert_allclose(row['d_loss'], parts + 20.0 * row['d/r1'], rtol=1e-5)
+    else:
+      assert row['d/r1'] == 0 and np.isclose(row['d_loss'], parts, rtol=1e-6)
+
+
+def test_ema_of_g_equals_its_closed_form(tmp_path):
+  config = load_config('dcgan')
+  config.model.g_ema_decay = 0.9
+  run, step = jitted_step(config, tmp_path)
+  state = run.state
+  chex.assert_trees_all_equal(state.g_ema.params, state.g.params)
+  expected = jax.device_get(state.g.params)
+  for t in range(4):
+    state, _ = step(state, run.device_data)
+    d = min(0.9, (1 + t) / (10 + t))  # warm-up: 0.1, 0.18, 0.25, 0.31, ... up to 0.9
+    expected = jax.tree.map(
+      lambda e, g: d * e + (1 - d) * g, expected, jax.device_get(state.g.params)
+    )
+  chex.assert_trees_all_close(jax.device_get(state.g_ema.params), expected, rtol=1e-5, atol=1e-7)
+  assert state.sampler is state.g_ema
+  assert not np.allclose(jax.tree.leaves(state.g_ema.params)[0], jax.tree.leaves(state.g.params)[0])
+
+
+def test_g_statistics_move_once_per_step_with_several_d_steps(tmp_path):
+  """With d_steps=2, G's running statistics are those of its last pass (one momentum update)."""
+  config = load_config('dcgan')
+  config.train.d_steps = 2
+  run, step = jitted_step(config, tmp_path)
+  new_state, _ = step(run.state, run.device_data)
+  keys = step_keys(run.state.rng, run.state.step)
+  z_key = jax.random.split(jax.random.fold_in(keys.step, 1), 3)[0]  # the last D step's noise
+  z = jax.random.normal(z_key, (config.data.batch_size, config.model.latent_dim))
+  _, mutated = run.generator.apply(
+    {'params': run.state.g.params, 'batch_stats': run.state.g.batch_stats},
+    z,
+    jnp.zeros(len(z), jnp.int32),
+    train=True,
+    mutable=['batch_stats'],
+  )
+  chex.assert_trees_all_close(new_state.g.batch_stats, mutated['batch_stats'], rtol=1e-5, atol=1e-6)
+
+
+def test_only_the_real_pass_moves_d_statistics(tmp_path):
+  """SGAN's D sees fake, labeled and real batches, each normalised by its own statistics; its
+  running statistics after a step are those of the real pass alone."""
+  config = load_config('sgan')
+  run, step = jitted_step(config, tmp_path)
+  spec = spec_of(config, run)
+  new_state, _ = step(run.state, run.device_data)
+  keys = step_keys(run.state.rng, run.state.step)
+  drop_key = jax.random.split(jax.random.fold_in(keys.step, 0), 3)[1]
+  images, labels = gather(
+    spec, run.device_data, 'real_indices', keys.data, 0, config.data.batch_size
+  )
+  # 'real' is the third of the sorted inputs (fake, labeled, real): its dropout key is fold_in(·, 2).
+  _, stats = apply_d(
+    spec,
+    run.state.d.params,
+    run.state.d.batch_stats,
+    images,
+    labels,
+    jax.random.fold_in(drop_key, 2),
+    False,
+  )
+  chex.assert_trees_all_close(new_state.d.batch_stats, stats, rtol=1e-5, atol=1e-6)
+
+
+def test_streams_are_folded_from_the_base_key_not_neighbouring_seeds():
+  """Grid, fresh-sample and eval noise of seed s never reuse PRNGKey(s + i), the base key of the
+  run of seed s + i (seed i of a K-seed run)."""
+  streams = (state_lib.GRID_STREAM, state_lib.SAMPLE_STREAM, state_lib.EVAL_STREAM)
+  keys = {
+    tuple(np.asarray(jax.random.key_data(state_lib.stream_key(0, s))).ravel()) for s in streams
+  }
+  neighbours = {
+    tuple(np.asarray(jax.random.key_data(jax.random.PRNGKey(i))).ravel()) for i in range(4)
+  }
+  assert len(keys) == 3 and not keys & neighbours
+
+
+def test_spectral_norm_gives_each_kernel_a_largest_singular_value_of_one():
+  """After enough power iterations (one per training call), σ estimated for each of D's kernels
+  is its largest singular value, so W / σ has a largest singular value of 1."""
+  config = load_config('dcgan')
+  config.model.d_kwargs = {'spectral_norm': True}
+  _, discriminator = models.build(config.model, 10, (28, 28, 1))
+  images = jax.random.normal(jax.random.PRNGKey(0), (4, 28, 28, 1))
+  labels = jnp.zeros(4, jnp.int32)
+  variables = discriminator.init(
+    {'params': jax.random.PRNGKey(1), 'dropout': jax.random.PRNGKey(2)}, images, labels, train=False
+  )
+
+  @jax.jit
+  def power_iteration(stats):
+    _, mutated = discriminator.apply(
+      {'params': variables['params'], 'batch_stats': stats},
+      images,
+      labels,
+      train=True,
+      rngs={'dropout': jax.random.PRNGKey(3)},
+      mutable=['batch_stats'],
+    )
+    return mutated['batch_stats']
+
+  stats = variables['batch_stats']
+  for _ in range(200):
+    stats = power_iteration(stats)
+  # Inference mode leaves the vectors as they are.
+  _, unchanged = discriminator.apply(
+    {'params': variables['params'], 'batch_stats': stats},
+    images,
+    labels,
+    train=False,
+    mutable=['batch_stats'],
+  )
+  chex.assert_trees_all_equal(unchanged['batch_stats'], stats)
+  sigmas = {}
+  for path, sigma in jax.tree_util.tree_leaves_with_path(stats):
+    name = jax.tree_util.keystr(path)
+    if name.endswith("sigma']"):
+      layer = name.split("['")[2].split('/')[0]  # e.g. Conv_1
+      kernel = np.asarray(variables['params'][layer]['kernel'])
+      sigmas[layer] = np.linalg.svd(kernel.reshape(-1, kernel.shape[-1]), compute_uv=False)[
+        0
+      ] / float(sigma)
+  assert set(sigmas) == {'Conv_0', 'Conv_1', 'Dense_0'}
+  np.testing.assert_allclose(list(sigmas.values()), 1.0, rtol=2e-3)
+
+
+def test_resume_is_bitwise_with_every_option_on(tmp_path):
+  """Spectral norm (its vectors in the checkpoint), EMA of G, DiffAugment, lazy R1 and several D
+  steps: an interrupted and resumed run ends where the straight one does, bit for bit."""
+  config = load_config('gan')  # MLPs: the options are under test, not the networks
+  config.model.d_kwargs = {'spectral_norm': True}
+  config.model.g_ema_decay = 0.99
+  config.data.augment = 'translation,cutout,color'
+  config.loss.d_terms = {'hinge_real': 1.0, 'hinge_fake': 1.0, 'r1': 1.0}
+  config.loss.g_terms = {'critic_gen': 1.0}
+  config.loss.hparams.lazy_every = 2
+  config.train.d_steps = 2
+  straight, interrupted = straight_and_interrupted_runs(config, tmp_path)
+  states = [jax.device_get(latest_state(config, path)) for path in (straight, interrupted)]
+  leaves = [
+    {jax.tree_util.keystr(p): np.asarray(x) for p, x in jax.tree_util.tree_leaves_with_path(s)}
+    for s in states
+  ]
+  chex.assert_trees_all_equal(*leaves)
+  assert states[0].g_ema is not None and 'SpectralNorm_0' in states[0].d.batch_stats
+  assert any('g_ema' in k for k in leaves[0]) and any('/u' in k for k in leaves[0])
