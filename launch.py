@@ -229,10 +229,10 @@ def _load_error(argv: list[str], error: Exception) -> str:
       if arg.startswith('--config.'):
         parts = arg[len('--config.') :].split('=', 1)[0].split('.')
         if key in parts:
-          from gan_jax import checks
+          from gan_jax import fields
 
           field = '.'.join(parts[: parts.index(key) + 1])
-          return f'{arg}: {one_line(checks.unknown_field_error(field))}'
+          return f'{arg}: {one_line(fields.unknown_field_error(field))}'
   return f'{config_arg} could not be loaded ({type(error).__name__}: {reason})'
 
 

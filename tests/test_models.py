@@ -462,3 +462,18 @@ def test_subpixel_conv_reads_fewer_taps():
   np.testing.assert_array_equal(phases[0][0], [[1, 0, 0], [0, 1, 1]])
   np.testing.assert_array_equal(phases[1][0], [[1, 1, 0], [0, 0, 1]])
   assert [first for _, first in phases] == [-1, 0]
+
+
+def test_dropout_alone_makes_train_mode_random_on_a_batchnorm_free_d():
+  """DCGAN's D has no BatchNorm: train and eval mode differ by dropout only, which two keys
+  show (and dropout=0 removes)."""
+  images = jax.random.normal(jax.random.PRNGKey(0), (4, 28, 28, 1))
+  labels = jnp.zeros(4, jnp.int32)
+  for rate, differs in ((0.3, True), (0.0, False)):
+    _, d = build(PAIRS['dcgan'], d_kwargs={'dropout': rate})
+    variables = d.init(jax.random.PRNGKey(1), images, labels, train=False)
+    assert 'batch_stats' not in variables
+    run = lambda key: d.apply(variables, images, labels, train=True, rngs={'dropout': key})[0]
+    evaluated = d.apply(variables, images, labels, train=False)[0]
+    assert (not np.allclose(run(jax.random.PRNGKey(2)), run(jax.random.PRNGKey(3)))) == differs
+    assert np.allclose(run(jax.random.PRNGKey(2)), evaluated) != differs
