@@ -21,6 +21,6 @@ VARIANTS = sgan.VARIANTS
 def get_config(arg: str | None = None):
   config = sgan.get_config(arg)
   config.loss.d_terms = {'sgan_labeled': 1.0}
-  # All G weights zero: train.make_train_step then neither generates nor updates G.
+  # All G weights zero: the objective then trains D alone (no G pass, no G update).
   config.loss.g_terms = {'sgan_gen': 0.0, 'feature_matching': 0.0}
   return config

@@ -257,6 +257,8 @@ def _leaves(tree, prefix: str = '') -> dict[str, Any]:
 
 def unknown_field_error(name: str) -> ValueError:
   """'x.y is not a config field; valid fields of x: ...' (or of the loss terms)."""
+  if not name.isprintable():  # a key drawn with a newline must not break the one-line error
+    name = name.encode('unicode_escape').decode()
   if name in FIELDS or name in SECTIONS:  # optional, and absent from this config
     return ValueError(
       f'{name} is not set in this config, so it cannot be overridden; set it in the config file'

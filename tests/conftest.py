@@ -66,14 +66,15 @@ def eval_cache(tmp_path_factory):
     yield
 
 
-def trained_classifier(image_size: int):
+def trained_classifier(image_size: int, epochs: int):
   """The mnist5k eval classifier at `image_size`, trained on first use into the session's cache."""
   from gan_jax import evaluation
 
   # Optimizations are off for fast compiles (above); this training runs 10x slower without them.
   jax.config.update('jax_disable_most_optimizations', False)
   try:
-    return evaluation.load_classifier(mnist5k_dataset(image_size))
+    with mock.patch.object(evaluation, 'CLASSIFIER_EPOCHS', epochs):
+      return evaluation.load_classifier(mnist5k_dataset(image_size))
   finally:
     jax.config.update('jax_disable_most_optimizations', True)
 
@@ -81,10 +82,12 @@ def trained_classifier(image_size: int):
 @pytest.fixture(scope='session')
 def classifier(eval_cache):
   """The 28×28 mnist5k eval classifier (the size of every system but SGAN), trained once."""
-  return trained_classifier(28)
+  from gan_jax import evaluation
+
+  return trained_classifier(28, evaluation.CLASSIFIER_EPOCHS)  # its accuracy is under test
 
 
 @pytest.fixture(scope='session')
 def classifier32(eval_cache):
   """The 32×32 one, for SGAN's whole 32×32 samples, trained once."""
-  return trained_classifier(32)
+  return trained_classifier(32, epochs=2)  # its scores' bookkeeping is under test, not its accuracy

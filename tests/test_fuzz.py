@@ -337,3 +337,12 @@ def test_any_config_variant(name, variant, split, workdirs):
   else:
     assert error and '\n' not in error and error.startswith(launch.printable(config_arg)), error
     assert 'valid choices: ' + ', '.join(sorted(valid)) in error, error
+
+
+def test_an_unknown_key_with_a_newline_is_named_on_one_line():
+  """What the fuzz test found once (a nested key '\\n' under an unknown field): still one line."""
+  config = load('dcgan', None)
+  config['_'] = {'\n': 0}
+  with pytest.raises(ValueError) as error:
+    checks.check_config(config)
+  assert '\n' not in str(error.value) and str(error.value).startswith('_.\\n is not a config field')

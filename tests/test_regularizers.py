@@ -249,8 +249,8 @@ def test_spectral_norm_gives_each_kernel_a_largest_singular_value_of_one():
 
 
 def test_resume_is_bitwise_with_every_option_on(tmp_path):
-  """Spectral norm (its vectors in the checkpoint), EMA of G, DiffAugment, lazy R1 and several D
-  steps: an interrupted and resumed run ends where the straight one does, bit for bit."""
+  """Spectral norm (its vectors in the checkpoint), EMA of G, DiffAugment, hinge and lazy R1: an
+  interrupted and resumed run ends where the straight one does, bit for bit."""
   config = load_config('gan')  # MLPs: the options are under test, not the networks
   config.model.d_kwargs = {'spectral_norm': True}
   config.model.g_ema_decay = 0.99
@@ -258,7 +258,6 @@ def test_resume_is_bitwise_with_every_option_on(tmp_path):
   config.loss.d_terms = {'hinge_real': 1.0, 'hinge_fake': 1.0, 'r1': 1.0}
   config.loss.g_terms = {'critic_gen': 1.0}
   config.loss.hparams.lazy_every = 2
-  config.train.d_steps = 2
   straight, interrupted = straight_and_interrupted_runs(config, tmp_path)
   states = [jax.device_get(latest_state(config, path)) for path in (straight, interrupted)]
   leaves = [
