@@ -37,10 +37,6 @@ class Seeds:
     """One array per seed → the run's layout."""
     return np.stack(arrays) if self.stacked else np.asarray(arrays[0])
 
-  def unstack(self, array: np.ndarray) -> list[np.ndarray]:
-    """The run's layout → one array per seed (the inverse of `stack`)."""
-    return list(array) if self.stacked else [array]
-
   def split(self, tree: Any) -> list[Any]:
     """A pytree in the run's layout → each seed's pytree."""
     if not self.stacked:

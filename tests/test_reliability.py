@@ -863,11 +863,12 @@ def get_config(arg=None):
 BUG_TIMEOUT = 60  # seconds: mostly JAX's import; a process kept alive by its threads never ends
 
 
-def test_a_bug_is_one_line_exit_1_and_ends_with_threads_running(tmp_path):
-  config = _write(tmp_path / 'broken.py', BROKEN_CONFIG)
+def bug_line(tmp_path, config_text: str) -> str:
+  """launch.py on a config that fails at run time, its temporary files in tmp_path/tmp: exit 1
+  with exactly one stderr line, which is returned."""
   (tmp_path / 'tmp').mkdir()
   result = launch(
-    f'--config={config}',
+    f'--config={_write(tmp_path / "bug.py", config_text)}',
     f'--workdir={tmp_path / "run"}',
     env=launch_env(TMPDIR=str(tmp_path / 'tmp')),
     timeout=BUG_TIMEOUT,
@@ -875,8 +876,13 @@ def test_a_bug_is_one_line_exit_1_and_ends_with_threads_running(tmp_path):
   assert result.returncode == 1, result.stderr[-3000:]
   lines = stderr_lines(result.stderr)
   assert len(lines) == 1, result.stderr[-3000:]
-  match = re.fullmatch(r'error: RuntimeError: disk on fire \(traceback: (.+)\)', lines[0])
-  assert match, lines
+  return lines[0]
+
+
+def test_a_bug_is_one_line_exit_1_and_ends_with_threads_running(tmp_path):
+  line = bug_line(tmp_path, BROKEN_CONFIG)
+  match = re.fullmatch(r'error: RuntimeError: disk on fire \(traceback: (.+)\)', line)
+  assert match, line
   # A workdir that held no run is not created for the traceback: it goes to a temporary file.
   assert not (tmp_path / 'run').exists()
   log = match.group(1)
@@ -905,19 +911,10 @@ def test_a_bug_in_a_workdir_that_holds_a_run_leaves_error_log(tmp_path):
 
 
 def test_a_dying_background_thread_ends_the_run_at_once(tmp_path):
-  (tmp_path / 'tmp').mkdir()
-  result = launch(
-    f'--config={_write(tmp_path / "dying.py", DYING_THREAD_CONFIG)}',
-    f'--workdir={tmp_path / "run"}',
-    env=launch_env(TMPDIR=str(tmp_path / 'tmp')),
-    timeout=BUG_TIMEOUT,
-  )
-  assert result.returncode == 1, result.stderr[-3000:]
-  lines = stderr_lines(result.stderr)
-  assert len(lines) == 1, result.stderr[-3000:]
-  assert lines[0].startswith(
+  line = bug_line(tmp_path, DYING_THREAD_CONFIG)
+  assert line.startswith(
     'error: in thread writer: OSError: no space left on device (traceback: '
-  ), lines
+  ), line
 
 
 def test_exit_status_and_line_of_each_way_a_run_ends(tmp_path):
