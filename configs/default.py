@@ -24,6 +24,10 @@ def base() -> ml_collections.ConfigDict:
   config.data.batch_size = 64
   config.data.num_labeled = 0  # labels the semi-supervised objective may use
   config.data.labeled_batch_size = 0  # 0 = data.batch_size
+  # Training images of at most this many bytes live on the device, where the step gathers its
+  # batches; larger data stays on the host, which streams each step's batches with grain. Both
+  # give the same batches, bitwise, for the same seed and step.
+  config.data.device_bytes = 2**30
   config.data.channels = 1  # 1 (grey) or 3 (RGB): the data is converted to it
   # data.name='folder': your own images (README "Your own images"), one subfolder per class.
   config.data.folder = ''

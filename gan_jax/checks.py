@@ -15,13 +15,14 @@ from typing import Any
 import jax
 from ml_collections import ConfigDict
 
-from gan_jax import losses
+from gan_jax import losses, models
 from gan_jax.fields import INT32_MAX, check_fields, show
 
 # What a resumed run may change: how long it runs and what it writes, not what it trains.
 RESUMABLE_CHANGES = frozenset(
   {
     'train.num_steps',
+    'data.device_bytes',  # on the device or streamed: the same batches
     'train.log_every',
     'train.sample_every',
     'train.checkpoint_every',
@@ -44,19 +45,43 @@ ADDED_FIELDS = {
   'data.background': [255, 255, 255],
   'data.test_fraction': 0.1,
   'data.augment': '',
+  'data.device_bytes': 2**30,
   'model.g_ema_decay': 0.0,
   'loss.hparams.lazy_every': 1,
 }
 
 
-def label_terms(config: ConfigDict) -> list[str]:
-  """The loss terms (dotted names) with a weight > 0 that read the labeled subset."""
+def active_terms(config: ConfigDict, test) -> list[str]:
+  """The loss terms (dotted names) with a weight > 0 for which `test(term)` holds."""
   return [
     f'loss.{side}.{name}'
     for side, terms in (('d_terms', losses.D_TERMS), ('g_terms', losses.G_TERMS))
     for name, weight in config.loss[side].items()
-    if weight and 'labeled' in terms[name].needs
+    if weight and test(terms[name])
   ]
+
+
+def label_terms(config: ConfigDict) -> list[str]:
+  """The loss terms (dotted names) with a weight > 0 that read the labeled subset."""
+  return active_terms(config, lambda term: 'labeled' in term.needs)
+
+
+def check_sigmoid_head(config: ConfigDict) -> None:
+  """Terms on a real/fake sigmoid head need a D built with one (off by default)."""
+  terms = active_terms(config, lambda term: term.reads_head)
+  name = config.model.discriminator
+  if not terms or config.model.d_kwargs.get('sigmoid_head', False):
+    return  # a D without the field refuses model.d_kwargs.sigmoid_head when built
+  having = [n for n, m in models.DISCRIMINATORS.items() if 'sigmoid_head' in models.model_fields(m)]
+  if name in having:
+    raise ValueError(
+      f"{terms[0]} reads D's real/fake sigmoid head: set model.d_kwargs.sigmoid_head=True "
+      f'(model.discriminator={name!r} has it off by default)'
+    )
+  raise ValueError(
+    f"{terms[0]} reads D's real/fake sigmoid head, which model.discriminator={name!r} lacks; use "
+    f'model.discriminator={" or ".join(map(repr, having))} with model.d_kwargs.sigmoid_head=True'
+  )
 
 
 def check_config(config: ConfigDict) -> None:
@@ -87,6 +112,7 @@ def check_config(config: ConfigDict) -> None:
     raise ValueError(
       f'loss.d_terms={show(config.loss.d_terms)} must give a term a weight > 0: D would not train'
     )
+  check_sigmoid_head(config)
   # Host work (logs, grids, saves, evals) happens between calls, so its periods must be whole calls.
   per_call = config.train.steps_per_call
   for field, value in (

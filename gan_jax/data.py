@@ -1,8 +1,8 @@
 """Datasets through tfds data sources, the label budget, scaling, and on-device batches.
 
 Images are read whole into numpy with `tfds.data_source` (array_record, no TensorFlow),
-then live on the device; batches are gathered inside the jitted step from
-`batch_indices`, so no input pipeline runs on the host during training.
+then live on the device (up to `data.device_bytes`; larger data is streamed by stream.py);
+batches are gathered inside the jitted step from `batch_indices`.
 """
 
 from collections.abc import Callable

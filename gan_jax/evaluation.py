@@ -220,9 +220,9 @@ class Evaluator:
     @jax.jit
     def classify(d_state, images):
       """D's class head in inference mode: argmax over the N real classes (not 'fake')."""
-      logits, _ = apply_inference(
+      logits = apply_inference(
         self.discriminator, d_state, images, jnp.zeros(images.shape[0], jnp.int32)
-      )
+      )[0]
       return jnp.argmax(logits[:, : self.num_classes], -1)
 
     return classify

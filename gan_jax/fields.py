@@ -89,10 +89,11 @@ FIELDS: dict[str, Domain] = {
   'num_seeds': _int(ge=1),
   'data.name': _choice(data.DATASETS),
   'data.data_dir': Domain('str'),
-  'data.image_size': _int(gt=0, le=4096),  # the whole data set lives on the device at this size
+  'data.image_size': _int(gt=0, le=4096),
   'data.batch_size': _int(gt=0),
   'data.num_labeled': _int(ge=0),
   'data.labeled_batch_size': _int(ge=0, note='(0: data.batch_size)'),
+  'data.device_bytes': _int(ge=0),
   'data.channels': _choice(data.CHANNELS),
   'data.folder': Domain('str'),
   'data.resize': _choice(images.RESIZE_MODES),

@@ -145,13 +145,14 @@ def half_squared_gradient(input_grads: Array) -> Array:
 
 # ---------------------------------------------------------------- named terms
 class DiscOutput(NamedTuple):
-  """What one discriminator pass returns: logits, penultimate features, the labels scored, and
-  (for gradient terms) ∇ of D's realness with respect to the input images."""
+  """What one discriminator pass returns: logits, penultimate features, the labels scored, (for
+  gradient terms) ∇ of D's realness w.r.t. the input images, and a sigmoid head's [B, 1] logit."""
 
   logits: Array
   features: Array
   labels: Array
   input_grads: Array | None = None
+  real_fake: Array | None = None
 
 
 TermFn = Callable[[Mapping[str, DiscOutput], ConfigDict], Array]
@@ -170,11 +171,24 @@ class Term:
   boundary: Callable[[ConfigDict], float] | None = None
   reads_gradient: bool = False  # fn reads `input_grads` of its inputs
   lazy: bool = False  # applied every `hparams.lazy_every` D steps, weighted by that interval
+  reads_head: bool = False  # fn reads `real_fake`, which only a D with a sigmoid head gives
 
 
 def _squeeze(out: DiscOutput) -> Array:
   """Single-logit heads give [B, 1]; the binary losses want [B]."""
   return out.logits[..., 0]
+
+
+def _on_head(term: str, name: str, loss: Callable[[Array, ConfigDict], Array]) -> Term:
+  """Term `term`: a BCE `loss` on the logit of the real/fake sigmoid head of SGAN's D (optional,
+  beside the N+1 softmax) for D input `name`; refused on a D without that head."""
+
+  def fn(outputs: Mapping[str, DiscOutput], hp: ConfigDict) -> Array:
+    if outputs[name].real_fake is None:  # checks.check_config catches it before compiling
+      raise ValueError(f"loss term {term} needs D's sigmoid head: model.d_kwargs.sigmoid_head=True")
+    return loss(outputs[name].real_fake[..., 0], hp)
+
+  return Term((name,), fn, reads_head=True)
 
 
 _AT_ZERO = lambda hp: 0.0  # noqa: E731  (a logit of 0, or p_real = p_fake)
@@ -196,6 +210,8 @@ D_TERMS: dict[str, Term] = {
   ),
   'sgan_real': Term(('real',), lambda o, hp: sgan_real(o['real'].logits), _AT_ZERO),
   'sgan_fake': Term(('fake',), lambda o, hp: sgan_fake(o['fake'].logits), _AT_ZERO),
+  'sigmoid_real': _on_head('sigmoid_real', 'real', lambda x, hp: bce_real(x, hp.real_target)),
+  'sigmoid_fake': _on_head('sigmoid_fake', 'fake', lambda x, hp: bce_fake(x)),
   'hinge_real': Term(('real',), lambda o, hp: hinge_real(_squeeze(o['real'])), _AT_ZERO),
   'hinge_fake': Term(('fake',), lambda o, hp: hinge_fake(_squeeze(o['fake'])), _AT_ZERO),
   'critic_real': Term(('real',), lambda o, hp: critic_real(_squeeze(o['real'])), _AT_ZERO),
@@ -223,6 +239,7 @@ G_TERMS: dict[str, Term] = {
   'bce_gen': Term(('fake',), lambda o, hp: bce_generator(_squeeze(o['fake']), hp.minimax)),
   'lsgan_gen': Term(('fake',), lambda o, hp: lsgan_generator(_squeeze(o['fake']), hp.c)),
   'sgan_gen': Term(('fake',), lambda o, hp: sgan_generator(o['fake'].logits)),
+  'sigmoid_gen': _on_head('sigmoid_gen', 'fake', lambda x, hp: bce_generator(x, hp.minimax)),
   'critic_gen': Term(('fake',), lambda o, hp: critic_generator(_squeeze(o['fake']))),
   'feature_matching': Term(
     ('real', 'fake'), lambda o, hp: feature_matching(o['real'].features, o['fake'].features)

@@ -74,13 +74,22 @@ class StepSpec:
 
 
 def gather(
-  spec: StepSpec, device_data: dict, pool: str, key: jax.Array, index: jax.Array, size: int
+  spec: StepSpec,
+  device_data: dict,
+  pool: str,
+  key: jax.Array,
+  index: jax.Array,
+  size: int,
+  d_step: int,
 ) -> losses.Batch:
-  """Batch `index` of the pool `pool` (indices into the on-device images), as [-1, 1] images."""
-  idx = device_data[pool][data.batch_indices(key, index, device_data[pool].shape[0], size)]
-  return spec.shard(data.to_unit_range(device_data['images'][idx])), spec.shard(
-    device_data['labels'][idx]
-  )
+  """Batch `index` (D update `d_step` of its step) of the pool `pool`, as [-1, 1] images: gathered
+  from the on-device images, or the one the host streamed (`stream.HostBatches`) for it."""
+  if 'batches' in device_data:
+    images, labels = jax.tree.map(lambda x: x[d_step], device_data['batches'][pool])
+  else:
+    idx = device_data[pool][data.batch_indices(key, index, device_data[pool].shape[0], size)]
+    images, labels = device_data['images'][idx], device_data['labels'][idx]
+  return spec.shard(data.to_unit_range(images)), spec.shard(labels)
 
 
 def apply_d(
@@ -92,8 +101,8 @@ def apply_d(
   key: jax.Array,
   with_input_grads: bool,
 ):
-  """One training-mode pass of D: (logits, features, ∇ of realness w.r.t. `images` or None) and
-  the statistics it would update."""
+  """One training-mode pass of D: (logits, features, ∇ of realness w.r.t. `images` or None, the
+  logit of D's real/fake sigmoid head or None) and the statistics it would update."""
 
   def run(images):
     variables = {
@@ -108,18 +117,21 @@ def apply_d(
       rngs={'dropout': key},
       mutable=['batch_stats'],
     )
-    logits, features = spec.to_float32(out)
+    logits, features, *head = spec.to_float32(out)  # a D with a sigmoid head gives its logit third
     return jnp.sum(losses.realness(logits)), (
       logits,
       features,
+      head[0] if head else None,
       mutated.get('batch_stats', batch_stats),
     )
 
   if not with_input_grads:
-    logits, features, new_stats = run(images)[1]
-    return (logits, features, None), new_stats
-  (_, (logits, features, new_stats)), grads = jax.value_and_grad(run, has_aux=True)(images)
-  return (logits, features, grads), new_stats
+    logits, features, real_fake, new_stats = run(images)[1]
+    return (logits, features, None, real_fake), new_stats
+  (_, (logits, features, real_fake, new_stats)), grads = jax.value_and_grad(run, has_aux=True)(
+    images
+  )
+  return (logits, features, grads, real_fake), new_stats
 
 
 def discriminate(
@@ -141,8 +153,8 @@ def discriminate(
     bounds = np.cumsum([inputs[n][0].shape[0] for n in names])[:-1]
     parts = [jnp.split(x, bounds) if x is not None else [None] * len(names) for x in outputs]
     return {
-      n: losses.DiscOutput(l, f, inputs[n][1], g if n in gradient_inputs else None)
-      for n, l, f, g in zip(names, *parts)
+      n: losses.DiscOutput(l, f, inputs[n][1], g if n in gradient_inputs else None, h)
+      for n, l, f, g, h in zip(names, *parts)
     }, batch_stats
   # With BatchNorm, each input is normalised by its own batch statistics, as in the papers. Only
   # the pass on real images updates the running statistics (and spectral norm's vectors), so that
@@ -150,12 +162,12 @@ def discriminate(
   outputs, new_stats = {}, batch_stats
   for i, n in enumerate(names):
     images, labels = inputs[n]
-    (logits, features, grads), stats = apply_d(
+    (logits, features, grads, real_fake), stats = apply_d(
       spec, params, batch_stats, images, labels, jax.random.fold_in(key, i), n in gradient_inputs
     )
     if n == spec.objective.statistics_input:
       new_stats = stats
-    outputs[n] = losses.DiscOutput(logits, features, labels, grads)
+    outputs[n] = losses.DiscOutput(logits, features, labels, grads, real_fake)
   return outputs, new_stats
 
 

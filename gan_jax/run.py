@@ -8,7 +8,7 @@ import jax.numpy as jnp
 from ml_collections import ConfigDict
 import numpy as np
 
-from gan_jax import checks, data, evaluation, losses, models, parallel
+from gan_jax import checks, data, evaluation, losses, models, parallel, stream
 from gan_jax.checkpoint import Checkpointer
 from gan_jax.logging import save_image_grid
 from gan_jax.seeds import Seeds
@@ -88,15 +88,18 @@ class Run:
     # A pool must not be empty: without a label budget the labeled pool is a dummy index.
     labeled_pool = [l if len(l) else np.zeros((1,), np.int32) for l in labeled]
     self.labeled_indices = self.seeds.stack(labeled)
-    # The whole (small) dataset lives on the device; steps gather their batches there.
-    self.device_data = parallel.put_replicated(
-      {
-        'images': images,
-        'labels': self.seeds.stack([self.visible_labels(labels, l) for l in labeled]),
-        'real_indices': self.seeds.stack(real),
-        'labeled_indices': self.seeds.stack(labeled_pool),
-      },
-      self.replicated,
+    visible = self.seeds.stack([self.visible_labels(labels, l) for l in labeled])
+    pools = {
+      'real_indices': self.seeds.stack(real),
+      'labeled_indices': self.seeds.stack(labeled_pool),
+    }
+    # Data within data.device_bytes lives on the device and the step gathers its batches there;
+    # larger data stays on the host, which streams each step's batches (stream.HostBatches).
+    on_device = stream.fits_on_device(images, self.config.data.device_bytes)
+    self.device_data = (
+      parallel.put_replicated({'images': images, 'labels': visible, **pools}, self.replicated)
+      if on_device
+      else None
     )
     init = functools.partial(
       create_state, self.config, self.generator, self.discriminator, self.image_shape
@@ -105,6 +108,32 @@ class Run:
     self.init_state = jax.jit(self.seeds.init(init), out_shardings=self.replicated)
     self.state = self.init_state() if latest is None else self.restore(latest)
     self.start_step = latest or 0
+    self.host_batches = None if on_device else self._host_batches(images, visible, pools)
+
+  def _host_batches(self, images, visible, pools) -> stream.HostBatches:
+    config = self.config
+    sizes = {'real_indices': config.data.batch_size}
+    if self.objective.uses_labels:
+      sizes['labeled_indices'] = config.data.labeled_batch_size or config.data.batch_size
+    return stream.HostBatches(
+      images,
+      visible,
+      pools,
+      np.asarray(jax.device_get(self.state.rng)),
+      sizes,
+      config.train.d_steps,
+      self.seeds,
+      self.mesh,
+      config.train.num_steps,
+    )
+
+  def step_inputs(self, step: int, n: int) -> dict:
+    """The data of a call of `n` steps from `step`: on the device, or streamed for these steps."""
+    return self.device_data if self.host_batches is None else self.host_batches.take(step, n)
+
+  def abstract_inputs(self, n: int) -> dict:
+    """What `step_inputs(step, n)` gives, for compiling: the data itself, or the batches' shapes."""
+    return self.device_data if self.host_batches is None else self.host_batches.abstract(n)
 
   def visible_labels(self, labels: np.ndarray, labeled: np.ndarray) -> np.ndarray:
     """The labels the step may see: all of them, or under a label budget those of the labeled

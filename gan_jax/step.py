@@ -29,8 +29,9 @@ from gan_jax.state import (
 )
 
 # With K seeds, device_data's axes over the seeds: each seed has its own labeled subset, so its
-# own index pools and visible labels; the images are shared.
+# own index pools and visible labels; the images are shared. Streamed batches are all per seed.
 SEED_AXES = {'images': None, 'labels': 0, 'real_indices': 0, 'labeled_indices': 0}
+STREAMED_SEED_AXES = {'batches': 0}
 
 
 class StepKeys(NamedTuple):
@@ -134,7 +135,7 @@ def train_step(spec: StepSpec, state: GANState, device_data: dict) -> tuple[GANS
     z_key, drop_key, wrong_key = jax.random.split(jax.random.fold_in(keys.step, i), 3)
     d_keys = (drop_key, jax.random.fold_in(keys.augment, i))
     data_index = state.step * spec.d_steps + i
-    real = gather(spec, device_data, 'real_indices', keys.data, data_index, spec.batch_size)
+    real = gather(spec, device_data, 'real_indices', keys.data, data_index, spec.batch_size, i)
     labels = real[1]
     fake = None
     if objective.generates:
@@ -144,7 +145,7 @@ def train_step(spec: StepSpec, state: GANState, device_data: dict) -> tuple[GANS
     labeled = None
     if objective.uses_labels:
       labeled = gather(
-        spec, device_data, 'labeled_indices', keys.labeled, data_index, spec.labeled_batch_size
+        spec, device_data, 'labeled_indices', keys.labeled, data_index, spec.labeled_batch_size, i
       )
     d_fake = None if fake is None else (jax.lax.stop_gradient(fake), labels)
     d_inputs = objective.d_inputs(real, d_fake, labeled, wrong_key, spec.discriminator.num_classes)
@@ -205,16 +206,27 @@ def watch_step(step_fn: Callable, state: GANState, device_data: dict, watch: dic
   return state, metrics, watch
 
 
-def scan_steps(step_fn: Callable, num_steps: int, state: GANState, device_data: dict, watch: dict):
-  """`num_steps` watched steps as one `lax.scan`; returns the state, the last metrics, the watch."""
-  if num_steps == 1:
-    return watch_step(step_fn, state, device_data, watch)
+def one_step_inputs(device_data: dict) -> dict:
+  """A call's inputs as the first step's: streamed batches have a leading axis of steps."""
+  if 'batches' not in device_data:
+    return device_data
+  return {'batches': jax.tree.map(lambda x: x[0], device_data['batches'])}
 
-  def body(carry, _):
-    state, metrics, watch = watch_step(step_fn, carry[0], device_data, carry[1])
+
+def scan_steps(step_fn: Callable, num_steps: int, state: GANState, device_data: dict, watch: dict):
+  """`num_steps` watched steps as one `lax.scan`; returns the state, the last metrics, the watch.
+
+  `device_data`: the data on the device, or `{'batches': ...}` streamed, one per step."""
+  if num_steps == 1:
+    return watch_step(step_fn, state, one_step_inputs(device_data), watch)
+  streamed = device_data.get('batches')
+
+  def body(carry, batches):
+    inputs = device_data if batches is None else {'batches': batches}
+    state, metrics, watch = watch_step(step_fn, carry[0], inputs, carry[1])
     return (state, watch), metrics
 
-  (state, watch), metrics = jax.lax.scan(body, (state, watch), length=num_steps)
+  (state, watch), metrics = jax.lax.scan(body, (state, watch), xs=streamed, length=num_steps)
   return state, jax.tree.map(lambda m: m[-1], metrics), watch
 
 
@@ -257,21 +269,28 @@ class CompiledStep:
   def new_watch(self, state: GANState, device_data: dict) -> dict:
     """A fresh watch placed like the step's output, so the step compiles once, not again on its
     second call."""
-    metrics_shape = jax.eval_shape(self.train_step, state, device_data)[1]
+    first_step = lambda state, data: self.train_step(state, one_step_inputs(data))
+    metrics_shape = jax.eval_shape(first_step, state, device_data)[1]
     return jax.device_put(fresh_watch(metrics_shape), self.sharding)
 
 
 def build_step(
-  config: ConfigDict, generator: nn.Module, discriminator: nn.Module, mesh: Mesh, seeds: Seeds
+  config: ConfigDict,
+  generator: nn.Module,
+  discriminator: nn.Module,
+  mesh: Mesh,
+  seeds: Seeds,
+  streamed: bool = False,
 ) -> CompiledStep:
-  """The compiled step of `config`, vmapped over the seeds of a K-seed run."""
+  """The compiled step of `config`, vmapped over the seeds of a K-seed run; `streamed`: its
+  batches come from the host (`stream.HostBatches`) rather than the on-device data."""
   spec = StepSpec.from_config(config, generator, discriminator, mesh)
 
   def one_step(state: GANState, device_data: dict) -> tuple[GANState, dict]:
     return train_step(spec, state, device_data)
 
   return CompiledStep(
-    seeds.vectorize(one_step, in_axes=(0, SEED_AXES)),
+    seeds.vectorize(one_step, in_axes=(0, STREAMED_SEED_AXES if streamed else SEED_AXES)),
     config.train.steps_per_call,
     parallel.replicated(mesh),
   )

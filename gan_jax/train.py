@@ -92,12 +92,16 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, float]:
   """Trains from scratch, or resumes from the latest checkpoint in `workdir`; returns the last metrics."""
   run = Run(config, workdir)
   tc = config.train
-  step_fn = build_step(config, run.generator, run.discriminator, run.mesh, run.seeds)
-  new_watch = lambda: step_fn.new_watch(run.state, run.device_data)
+  step_fn = build_step(
+    config, run.generator, run.discriminator, run.mesh, run.seeds, run.host_batches is not None
+  )
+  new_watch = lambda: step_fn.new_watch(run.state, run.abstract_inputs(1))
   state, step, watch, last = run.state, run.start_step, new_watch(), {}
   try:  # the last check of the input, before anything is written: does the step fit?
     checks.check_memory(
-      config, step_fn.memory_bytes(state, run.device_data, watch), parallel.device_memory_bytes()
+      config,
+      step_fn.memory_bytes(state, run.abstract_inputs(tc.steps_per_call), watch),
+      parallel.device_memory_bytes(),
     )
   except BaseException:
     run.close()
@@ -133,7 +137,8 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, float]:
             state
           )  # the step of a rolled-back non-finite update: its batch is skipped
         else:
-          state, metrics, watch = step_fn.calls[size](state, run.device_data, watch)
+          inputs = run.step_inputs(step - size, size)
+          state, metrics, watch = step_fn.calls[size](state, inputs, watch)
         progress.update(size)
         final, stopping = step == tc.num_steps, bool(stop)  # a signal may arrive at any moment
         log = (step % tc.log_every == 0 or final) and step not in run.skipped_steps

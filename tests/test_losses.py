@@ -382,7 +382,8 @@ def test_feature_matching_stable_at_100():
 
 # ---------------------------------------------------------------- named terms
 def disc_out(logits, features=None, labels=None, seed=0):
-  """A D output with random features, labels and input gradients (of 4×4×2 images)."""
+  """A D output with random features, labels, input gradients (of 4×4×2 images) and a real/fake
+  sigmoid head's logit."""
   rng = np.random.default_rng(seed)
   logits = jnp.asarray(logits, jnp.float32)
   if features is None:
@@ -390,8 +391,9 @@ def disc_out(logits, features=None, labels=None, seed=0):
   if labels is None:
     labels = rng.integers(0, N, size=logits.shape[0])
   input_grads = jnp.asarray(rng.normal(0, 0.5, (logits.shape[0], 4, 4, 2)), jnp.float32)
+  real_fake = jnp.asarray(rng.normal(0, 2, (logits.shape[0], 1)), jnp.float32)
   return losses.DiscOutput(
-    logits, jnp.asarray(features, jnp.float32), jnp.asarray(labels), input_grads
+    logits, jnp.asarray(features, jnp.float32), jnp.asarray(labels), input_grads, real_fake
   )
 
 
@@ -450,6 +452,7 @@ def test_every_term_runs_and_is_finite(term_name, hp_index):
 # Each term against the hand reference it must compute (on the outputs it names).
 def _term_refs():
   sig = lambda o: np_sigmoid(np.asarray(o.logits)[:, 0])
+  head = lambda o: np_sigmoid(np.asarray(o.real_fake)[:, 0])  # SGAN's optional sigmoid head
   sm = lambda o: np_softmax(np.asarray(o.logits))
   return {
     'bce_real': lambda o, hp: (
@@ -465,6 +468,13 @@ def _term_refs():
     ),
     'sgan_real': lambda o, hp: -np.log(1 - sm(o['real'])[:, N]),
     'sgan_fake': lambda o, hp: -np.log(sm(o['fake'])[:, N]),
+    'sigmoid_real': lambda o, hp: (
+      -hp.real_target * np.log(head(o['real'])) - (1 - hp.real_target) * np.log(1 - head(o['real']))
+    ),
+    'sigmoid_fake': lambda o, hp: -np.log(1 - head(o['fake'])),
+    'sigmoid_gen': lambda o, hp: (
+      np.log(1 - head(o['fake'])) if hp.minimax else -np.log(head(o['fake']))
+    ),
     'bce_gen': lambda o, hp: np.log(1 - sig(o['fake'])) if hp.minimax else -np.log(sig(o['fake'])),
     'lsgan_gen': lambda o, hp: 0.5 * (np.asarray(o['fake'].logits)[:, 0] - hp.c) ** 2,
     'sgan_gen': lambda o, hp: -np.log(1 - sm(o['fake'])[:, N]),

@@ -9,6 +9,8 @@ reference is one process with 4 devices. Both run GAN-cls's smoke config in floa
   phase 2:                     |  2 processes under simulated srun variables, no flags,
                                |  resuming from the step-4 checkpoint to step 6
 
+Phase 1's two processes stream their batches from the host (data.device_bytes=0), each reading
+only the rows of its own devices; phase 2 gathers them on the devices, as the reference does.
 Phase 2 restores a checkpoint in every process and finds its peer through the variables
 that `jax.distributed.initialize` reads under SLURM (SLURM_JOB_ID, SLURM_STEP_NODELIST,
 SLURM_NTASKS, SLURM_PROCID, SLURM_LOCALID; JAX_COORDINATOR_PORT replaces the port it would
@@ -138,6 +140,7 @@ def runs(data_dir, tmp_path_factory):
             f'--coordinator_address=localhost:{port}',
             '--num_processes=2',
             f'--process_id={i}',
+            '--config.data.device_bytes=0',  # streamed: each process reads its own rows
           ],
           env(2),
         )

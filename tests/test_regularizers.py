@@ -171,7 +171,7 @@ def test_only_the_real_pass_moves_d_statistics(tmp_path):
   keys = step_keys(run.state.rng, run.state.step)
   drop_key = jax.random.split(jax.random.fold_in(keys.step, 0), 3)[1]
   images, labels = gather(
-    spec, run.device_data, 'real_indices', keys.data, 0, config.data.batch_size
+    spec, run.device_data, 'real_indices', keys.data, 0, config.data.batch_size, 0
   )
   # 'real' is the third of the sorted inputs (fake, labeled, real): its dropout key is fold_in(·, 2).
   _, stats = apply_d(

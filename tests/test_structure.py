@@ -14,6 +14,7 @@ LAYERS = [
   {'data'},
   {'fields', 'passes'},
   {'checks', 'evaluation', 'step'},
+  {'stream'},
   {'run'},
   {'train', 'bench'},
 ]

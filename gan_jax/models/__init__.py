@@ -2,8 +2,9 @@
 
 Every generator is called as `G(z, labels, train) -> images in [-1, 1]` and every
 discriminator as `D(images, labels, train) -> (logits, features)`, where `features` are
-the penultimate activations (feature matching, evaluation). Unconditional models ignore
-`labels`, so one training step serves every system.
+the penultimate activations (feature matching, evaluation); a D with a real/fake sigmoid head
+beside its logits (SGAN's `sigmoid_head`) returns that head's [B, 1] logit third. Unconditional
+models ignore `labels`, so one training step serves every system.
 """
 
 import flax.linen as nn

@@ -37,13 +37,16 @@ class SGANGenerator(nn.Module):
 
 class SGANDiscriminator(nn.Module):
   """4 × [Conv 3×3 s2 (16/32/64/128) → LReLU(0.2) → Dropout 0.25 (→ BN after the first)] →
-  Dense N+1."""
+  Dense N+1; with `sigmoid_head`, also Dense 1 on the same features, a real/fake logit returned
+  third (the `sigmoid_*` loss terms), as both SGAN write-ups (000, 001) carry beside the softmax.
+  """
 
   num_classes: int = 10
   negative_slope: float = 0.2
   dropout: float = 0.25
   widths: tuple[int, ...] = (16, 32, 64, 128)
   spectral_norm: bool = False  # every layer spectrally normalised (layers.spectral_norm)
+  sigmoid_head: bool = False  # off: the paper's single N+1 softmax, and today's parameters
 
   @nn.compact
   def __call__(self, images: jax.Array, labels: jax.Array, train: bool):
@@ -56,4 +59,10 @@ class SGANDiscriminator(nn.Module):
       if i:
         x = batch_norm(use_running_average=not train)(x)
     features = x.reshape(x.shape[0], -1)
-    return sn(nn.Dense(self.num_classes + 1, kernel_init=dcgan_init))(features), features
+    logits = sn(nn.Dense(self.num_classes + 1, kernel_init=dcgan_init))(features)
+    if not self.sigmoid_head:
+      return logits, features
+    # Named, so the class head keeps its name (Dense_0) and, flax deriving each layer's init key
+    # from its name, its initial values: the head only adds parameters.
+    real_fake = sn(nn.Dense(1, kernel_init=dcgan_init, name='real_fake'))(features)
+    return logits, features, real_fake
