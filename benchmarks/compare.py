@@ -2,6 +2,10 @@
 
   python benchmarks/compare.py --systems=sgan,dcgan --pairs=5 --out=/tmp/compare.json
 
+Systems: sgan, dcgan, dcgan64 (configs/NAME.py). The torch side follows the config's
+data.augment, model.g_ema_decay and model.g_kwargs/d_kwargs; a mode fails if its G's or D's
+parameter count differs from gan_jax's (the layer-for-layer check).
+
 For each system and each torch mode (eager, then torch.compile modes) it runs `--pairs` pairs
 of trials, one JAX trial then one PyTorch trial, each a run of steps with one device sync at the
 end, and prints the JAX/PyTorch steps/s ratio of every pair with its min/median/max. Pairs taken
@@ -24,6 +28,7 @@ import traceback
 # The repository root, for gan_jax and configs (this script lives in benchmarks/).
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import jax  # noqa: E402
 import torch  # noqa: E402
 import torch_reference  # noqa: E402
 
@@ -78,6 +83,26 @@ def compare_mode(
   }
 
 
+def check_parameters(system: str, jax_step, torch_step) -> dict:
+  """G's and D's parameter counts on both sides (BatchNorm's scale and shift included): the
+  layer-for-layer check. A ValueError if they differ."""
+  state = jax_step.state
+  counts = {
+    'jax': {
+      name: sum(x.size for x in jax.tree.leaves(net.params))
+      for name, net in (('generator', state.g), ('discriminator', state.d))
+    },
+    'torch': torch_step.parameter_counts(),
+  }
+  line = lambda c: f'G {c["generator"]:,}, D {c["discriminator"]:,}'
+  print(
+    f'{system}: parameters JAX {line(counts["jax"])}; torch {line(counts["torch"])}', flush=True
+  )
+  if counts['jax'] != counts['torch']:
+    raise ValueError(f'{system}: the torch reference is not layer for layer gan_jax: {counts}')
+  return counts
+
+
 def compare_system(system: str, modes: list[str], args) -> dict:
   config = importlib.import_module(f'configs.{system}').get_config()
   config.data.batch_size = args.batch_size
@@ -92,6 +117,8 @@ def compare_system(system: str, modes: list[str], args) -> dict:
   roofline = bench.roofline_gflops()
   print(f'{system}: matmul roofline {roofline:.1f} GFLOP/s', flush=True)
   result = {
+    'augment': config.data.augment,
+    'g_ema_decay': config.model.g_ema_decay,
     'flops_per_step': jax_step.flops_per_step,
     'roofline_gflops_per_s': roofline,
     'jax_compile_seconds': jax_step.lower_seconds + jax_step.compile_seconds,
@@ -100,7 +127,18 @@ def compare_system(system: str, modes: list[str], args) -> dict:
   for mode in modes:
     label = f'{system} {mode}'
     try:
-      torch_step = torch_reference.TorchStep(system, mode, args.device, args.batch_size)
+      torch_step = torch_reference.TorchStep(
+        system,
+        mode,
+        args.device,
+        args.batch_size,
+        augment=config.data.augment,
+        g_ema_decay=config.model.g_ema_decay,
+        g_kwargs=dict(config.model.g_kwargs),
+        d_kwargs=dict(config.model.d_kwargs),
+      )
+      if 'parameters' not in result:  # the same networks in every mode: checked once
+        result['parameters'] = check_parameters(system, jax_step, torch_step)
       result['modes'][mode] = compare_mode(
         jax_step,
         torch_step,
@@ -140,7 +178,9 @@ def format_summary(results: dict) -> str:
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--systems', default='sgan,dcgan')
+  parser.add_argument(
+    '--systems', default='sgan,dcgan', help=f'of: {", ".join(torch_reference.SYSTEMS)}'
+  )
   parser.add_argument(
     '--modes',
     default='eager,default,max-autotune-no-cudagraphs',

@@ -1,12 +1,16 @@
-"""PyTorch reference of gan_jax's `sgan` and `dcgan` training steps, for benchmarks/compare.py.
+"""PyTorch reference of gan_jax's `sgan`, `dcgan` and `dcgan64` training steps, for
+benchmarks/compare.py.
 
-The same architectures (gan_jax/models/sgan.py, dcgan.py, layers.py: layer sizes, paddings,
-BatchNorm momentum 0.1 (flax 0.9) and eps 1e-5, dropout, leaky slopes, N(0, 0.02) weights, zero
-biases, nearest upsampling), the same objectives (configs/sgan.py, configs/dcgan.py), Adam
-(2e-4, 0.5, 0.999) and the same step: one D update, then one G update that reuses the fake batch.
-As in gan_jax, D sees real, fake (and labeled) images in separate passes when it has BatchNorm
-(sgan) and in one concatenated pass when it has none (dcgan). The data (uint8, 5,000 images) is
-resident on the device and batches are gathered there; nothing is read back per step.
+The same architectures (gan_jax/models/sgan.py, dcgan.py, radford.py, layers.py: layer sizes,
+paddings, BatchNorm momentum 0.1 (flax 0.9) and eps 1e-5, dropout, leaky slopes, N(0, 0.02)
+weights, zero biases, nearest upsampling), the same objectives (configs/sgan.py, dcgan.py,
+dcgan64.py), Adam (2e-4, 0.5, 0.999) and the same step: one D update, then one G update that
+reuses the fake batch. As in gan_jax, D sees real, fake (and labeled) images in separate passes
+when it has BatchNorm (sgan, dcgan64) and in one concatenated pass when it has none (dcgan);
+DiffAugment (gan_jax/augment.py, always applied) draws fresh transforms for every D input, and
+G's EMA (with gan_jax's warm-up) follows each G update, where the system's config has them
+(dcgan64). The data (uint8, 5,000 images) is resident on the device and batches are gathered
+there; nothing is read back per step.
 
   python benchmarks/torch_reference.py --system=sgan --mode=eager --steps=20 --trials=5
 """
@@ -22,7 +26,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-SYSTEMS = ('sgan', 'dcgan')
+SYSTEMS = ('sgan', 'dcgan', 'dcgan64')
 # 'eager', or a torch.compile mode ('default' is torch.compile's own default).
 MODES = ('eager', 'default', 'reduce-overhead', 'max-autotune-no-cudagraphs')
 NUM_CLASSES, LATENT_DIM, POOL_SIZE, NUM_LABELED = 10, 100, 5000, 100
@@ -69,6 +73,8 @@ class SGANGenerator(nn.Module):
 class SGANDiscriminator(nn.Module):
   """4 × [Conv 3×3 s2 (16/32/64/128) → LReLU(0.2) → Dropout 0.25 (→ BN after the first)] →
   Dense 11."""
+
+  batch_norm = True  # one pass per input (discriminate)
 
   def __init__(self):
     super().__init__()
@@ -119,6 +125,8 @@ class DCGANGenerator(nn.Module):
 class DCGANDiscriminator(nn.Module):
   """Conv 64 (5×5, s2) → LReLU → Dropout 0.3 → Conv 128 (s2) → LReLU → Dropout → Dense 1."""
 
+  batch_norm = False
+
   def __init__(self):
     super().__init__()
     self.net = nn.Sequential(
@@ -136,14 +144,142 @@ class DCGANDiscriminator(nn.Module):
     return self.net(x)
 
 
+def doubling_widths(image_size: int, base_width: int) -> list[int]:
+  """radford.py's default widths from the image down to 4×4: base_width, doubling per layer."""
+  return [base_width * 2**i for i in range((image_size // 4).bit_length() - 1)]
+
+
+class RadfordGenerator(nn.Module):
+  """Dense 4·4·w0 → BN → ReLU → [ConvT 4×4 s2 → BN → ReLU]... → ConvT C (4×4, s2) → tanh;
+  `widths` from the 4×4 map up (default: base_width doubling towards it)."""
+
+  def __init__(self, channels=3, image_size=64, base_width=16, widths=()):
+    super().__init__()
+    widths = list(widths) or doubling_widths(image_size, base_width)[::-1]
+    self.base = widths[0]
+    self.dense = nn.Linear(LATENT_DIM, 4 * 4 * self.base, bias=False)
+    layers = [batch_norm_2d(self.base), nn.ReLU()]
+    # Kernel 4, stride 2, padding 1 doubles the size, as flax's 'SAME'.
+    for inputs, features in zip(widths, widths[1:]):
+      layers += [
+        nn.ConvTranspose2d(inputs, features, 4, 2, padding=1, bias=False),
+        batch_norm_2d(features),
+        nn.ReLU(),
+      ]
+    self.convs = nn.Sequential(
+      *layers, nn.ConvTranspose2d(widths[-1], channels, 4, 2, padding=1), nn.Tanh()
+    )
+
+  def forward(self, z):
+    return self.convs(self.dense(z).view(-1, self.base, 4, 4))
+
+
+class RadfordDiscriminator(nn.Module):
+  """[Conv 4×4 s2 → (BN, not after the first) → LReLU(0.2)]... down to 4×4 → Dense 1;
+  `widths` from the image down (default: base_width doubling)."""
+
+  batch_norm = True
+
+  def __init__(self, channels=3, image_size=64, base_width=16, widths=(), negative_slope=0.2):
+    super().__init__()
+    widths = list(widths) or doubling_widths(image_size, base_width)
+    layers = []
+    for i, (inputs, features) in enumerate(zip([channels, *widths], widths)):
+      # No bias where BatchNorm follows, as gan_jax (its shift makes one redundant).
+      layers.append(nn.Conv2d(inputs, features, 4, 2, padding=1, bias=not i))
+      if i:
+        layers.append(batch_norm_2d(features))
+      layers.append(nn.LeakyReLU(negative_slope))
+    self.net = nn.Sequential(*layers, nn.Flatten(), nn.Linear(widths[-1] * 4 * 4, 1))
+
+  def forward(self, x):
+    return self.net(x)
+
+
+# DiffAugment as gan_jax/augment.py (every image its own draw, probability 1; no ADA).
+TRANSLATION_RATIO, CUTOUT_RATIO = 0.125, 0.5
+
+
+def per_image(images, low: float, high: float):
+  """One U(low, high) value per image, shaped to broadcast over [B, C, H, W]."""
+  return torch.empty(len(images), 1, 1, 1, device=images.device).uniform_(low, high)
+
+
+def brightness(x):
+  return x + per_image(x, -0.5, 0.5)
+
+
+def saturation(x):
+  return x + (x - x.mean(1, keepdim=True)) * (per_image(x, 0.0, 2.0) - 1.0)
+
+
+def contrast(x):
+  return x + (x - x.mean((1, 2, 3), keepdim=True)) * (per_image(x, 0.5, 1.5) - 1.0)
+
+
+def shift(images, offsets, dim: int):
+  """out[i] = images[i + offset] along `dim`, one offset per image, 0 outside: a gather (its
+  gradient a scatter-add), as gan_jax's."""
+  size = images.shape[dim]
+  source = torch.arange(size, device=images.device) + offsets[:, None]  # [B, size]
+  shape = [len(images), 1, 1, 1]
+  shape[dim] = size
+  gathered = images.gather(dim, source.clamp(0, size - 1).view(shape).expand_as(images))
+  return torch.where(((source >= 0) & (source < size)).view(shape), gathered, 0.0)
+
+
+def translation(x):
+  for dim in (2, 3):
+    most = int(x.shape[dim] * TRANSLATION_RATIO + 0.5)
+    x = shift(x, torch.randint(-most, most + 1, (len(x),), device=x.device), dim)
+  return x
+
+
+def span(batch: int, size: int, device):
+  """[B, size] masks of a run of round(size / 2) around a uniform centre (clipped at borders)."""
+  length = int(size * CUTOUT_RATIO + 0.5)
+  start = torch.randint(0, size + 1 - length % 2, (batch, 1), device=device) - length // 2
+  position = torch.arange(size, device=device)
+  return (position >= start) & (position < start + length)
+
+
+def cutout(x):
+  batch, _, height, width = x.shape
+  hole = span(batch, height, x.device)[:, :, None] & span(batch, width, x.device)[:, None, :]
+  return x.masked_fill(hole[:, None], 0.0)
+
+
+AUGMENTS = {
+  'color': (brightness, saturation, contrast),
+  'translation': (translation,),
+  'cutout': (cutout,),
+}
+
+
+def diff_augment(images, policy: tuple[str, ...]):
+  """`policy`'s transforms in its order (gan_jax's data.augment); the images if empty."""
+  for name in policy:
+    for transform in AUGMENTS[name]:
+      images = transform(images)
+  return images
+
+
+def discriminate(d, *batches):
+  """D's logits on each batch: one pass each if D has BatchNorm (each batch normalised by its
+  own statistics), else one concatenated pass, as gan_jax."""
+  if d.batch_norm:
+    return [d(x) for x in batches]
+  return d(torch.cat(batches)).split(len(batches[0]))
+
+
 def log_p_real(logits):
   """log(1 − p_fake) of N+1 logits, fake class last."""
   return torch.logsumexp(logits[:, :-1], 1) - torch.logsumexp(logits, 1)
 
 
 def sgan_d_loss(d, real, fake, labeled, labels):
-  """sgan_labeled + sgan_real + sgan_fake; one D pass per input (BatchNorm), in gan_jax's order."""
-  fake_logits, labeled_logits, real_logits = d(fake), d(labeled), d(real)
+  """sgan_labeled + sgan_real + sgan_fake; D's passes in gan_jax's order."""
+  fake_logits, labeled_logits, real_logits = discriminate(d, fake, labeled, real)
   return (
     F.cross_entropy(labeled_logits, labels)
     - log_p_real(real_logits).mean()
@@ -156,8 +292,8 @@ def sgan_g_loss(d, fake):
 
 
 def dcgan_d_loss(d, real, fake):
-  """bce_real + bce_fake; D has no BatchNorm, so real and fake go through it in one pass."""
-  fake_logits, real_logits = d(torch.cat([fake, real])).squeeze(1).split(len(fake))
+  """bce_real + bce_fake."""
+  fake_logits, real_logits = (logits.squeeze(1) for logits in discriminate(d, fake, real))
   return F.binary_cross_entropy_with_logits(
     real_logits, torch.ones_like(real_logits)
   ) + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
@@ -175,19 +311,58 @@ class Arch(NamedTuple):
   g_loss: Callable
   image_size: int
   labeled: bool  # whether D's objective reads a labeled batch
+  channels: int = 1
+  # The config's data.augment and model.g_ema_decay: TorchStep's defaults.
+  augment: str = ''
+  g_ema_decay: float = 0.0
 
 
 ARCHS = {
   'sgan': Arch(SGANGenerator, SGANDiscriminator, sgan_d_loss, sgan_g_loss, 32, True),
   'dcgan': Arch(DCGANGenerator, DCGANDiscriminator, dcgan_d_loss, dcgan_g_loss, 28, False),
+  'dcgan64': Arch(
+    RadfordGenerator,
+    RadfordDiscriminator,
+    dcgan_d_loss,
+    dcgan_g_loss,
+    64,
+    False,
+    channels=3,
+    augment='translation,cutout,color',
+    g_ema_decay=0.999,
+  ),
 }
 
 
+def ema_tensors(net: nn.Module) -> list[torch.Tensor]:
+  """A network's parameters and floating-point buffers (BatchNorm's running statistics): what
+  gan_jax's EMA of G averages."""
+  return [*net.parameters(), *(b for b in net.buffers() if b.is_floating_point())]
+
+
+def parameter_count(net: nn.Module) -> int:
+  return sum(p.numel() for p in net.parameters())
+
+
 class TorchStep:
-  """One system's training step in PyTorch, eager or under torch.compile, ready to time."""
+  """One system's training step in PyTorch, eager or under torch.compile, ready to time.
+
+  `augment`, `g_ema_decay` (None: the system's) and `g_kwargs`/`d_kwargs` (constructor arguments,
+  as gan_jax's model.g_kwargs/d_kwargs) follow the config; compare.py passes its values.
+  """
 
   def __init__(
-    self, system: str, mode: str = 'eager', device: str = 'cpu', batch_size: int = 64, seed: int = 0
+    self,
+    system: str,
+    mode: str = 'eager',
+    device: str = 'cpu',
+    batch_size: int = 64,
+    seed: int = 0,
+    *,
+    augment: str | None = None,
+    g_ema_decay: float | None = None,
+    g_kwargs: dict | None = None,
+    d_kwargs: dict | None = None,
   ):
     if system not in ARCHS:
       raise ValueError(f'system={system!r} is not valid; valid choices: {", ".join(SYSTEMS)}')
@@ -196,8 +371,13 @@ class TorchStep:
     torch.manual_seed(seed)
     self.arch, size = ARCHS[system], ARCHS[system].image_size
     self.device, self.batch_size = torch.device(device), batch_size
-    self.g = self.arch.generator().to(self.device)
-    self.d = self.arch.discriminator().to(self.device)
+    self.g = self.arch.generator(**(g_kwargs or {})).to(self.device)
+    self.d = self.arch.discriminator(**(d_kwargs or {})).to(self.device)
+    augment = self.arch.augment if augment is None else augment
+    self.policy = tuple(name.strip() for name in augment.split(',') if name.strip())
+    if not set(self.policy) <= set(AUGMENTS):
+      raise ValueError(f'augment={augment!r}: valid policies are {", ".join(AUGMENTS)}')
+    self.g_ema_decay = self.arch.g_ema_decay if g_ema_decay is None else g_ema_decay
     for net in (self.g, self.d):
       net.apply(init_weights)
       net.train()
@@ -206,9 +386,13 @@ class TorchStep:
     self.d_opt = torch.optim.Adam(self.d.parameters(), **adam)
     # Resident data, as gan_jax's: uint8 images and labels, a labeled subset of 100.
     self.images = torch.randint(
-      0, 256, (POOL_SIZE, 1, size, size), dtype=torch.uint8, device=self.device
+      0, 256, (POOL_SIZE, self.arch.channels, size, size), dtype=torch.uint8, device=self.device
     )
     self.labels = torch.randint(0, NUM_CLASSES, (POOL_SIZE,), device=self.device)
+    if self.g_ema_decay:
+      self.g_ema = [t.detach().clone() for t in ema_tensors(self.g)]
+      # A tensor, not an int: torch.compile would recompile for every new value of an int.
+      self.ema_updates = torch.zeros((), device=self.device)
     # The whole step is compiled: both forwards, their backwards and the Adam updates.
     self.step_fn = self._step if mode == 'eager' else torch.compile(self._step, mode=mode)
 
@@ -222,13 +406,30 @@ class TorchStep:
     z = torch.randn(self.batch_size, LATENT_DIM, device=self.device)
     fake = self.g(z)
 
+    augment = lambda images: diff_augment(images, self.policy)  # fresh draws for each input
+
     self.d_opt.zero_grad(set_to_none=True)
-    self.arch.d_loss(self.d, real, fake.detach(), *labeled).backward()
+    self.arch.d_loss(self.d, augment(real), augment(fake.detach()), *labeled).backward()
     self.d_opt.step()
 
     self.g_opt.zero_grad(set_to_none=True)
-    self.arch.g_loss(self.d, fake).backward()  # the fake batch of D's update, as gan_jax
+    self.arch.g_loss(self.d, augment(fake)).backward()  # the fake batch of D's update, as gan_jax
     self.g_opt.step()
+    if self.g_ema_decay:
+      self._update_ema()
+
+  @torch.no_grad()
+  def _update_ema(self):
+    """ema ← d·ema + (1 − d)·G, d = min(decay, (1 + t) / (10 + t)) at update t (gan_jax's
+    ema_update, its warm-up included)."""
+    t = self.ema_updates
+    decay = torch.clamp((1 + t) / (10 + t), max=self.g_ema_decay)
+    for average, current in zip(self.g_ema, ema_tensors(self.g)):
+      average.lerp_(current, 1 - decay)
+    t += 1
+
+  def parameter_counts(self) -> dict[str, int]:
+    return {'generator': parameter_count(self.g), 'discriminator': parameter_count(self.d)}
 
   def time_steps(self, num_steps: int) -> float:
     """Seconds for `num_steps` steps, with one device sync at the end (none per step)."""
@@ -265,9 +466,11 @@ def main():
   step = TorchStep(args.system, args.mode, args.device, args.batch_size)
   start = time.perf_counter()
   step.time_steps(2)  # warm-up (and compilation)
+  counts = step.parameter_counts()
   print(
     f'torch {torch.__version__} {args.system} {args.mode} on {args.device}, {threads} threads: '
-    f'warm-up {time.perf_counter() - start:.1f} s'
+    f'warm-up {time.perf_counter() - start:.1f} s; parameters G {counts["generator"]:,}, '
+    f'D {counts["discriminator"]:,}'
   )
   rates = [args.steps / step.time_steps(args.steps) for _ in range(args.trials)]
   print(f'steps/s median {statistics.median(rates):.2f} [{min(rates):.2f} .. {max(rates):.2f}]')
