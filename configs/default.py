@@ -37,6 +37,11 @@ def base() -> ml_collections.ConfigDict:
   # DiffAugment (Zhao et al. 2020) of every image D sees, real and fake: a comma-separated
   # policy of 'translation', 'cutout', 'color'; '' = off. For small data sets.
   config.data.augment = ''
+  # ADA (Karras et al. 2020): > 0 (0.6 in the paper) applies each of data.augment's transforms
+  # with a probability p that starts at 0 and moves by batch/500k a step: up while D's
+  # r_t = mean sign(D(x)) on real images is above this target (0.6: 80% called real), down while
+  # below. 0 = off: every transform on every image.
+  config.data.augment_target = 0.0
 
   config.model = ml_collections.ConfigDict()
   config.model.generator = 'dcgan'

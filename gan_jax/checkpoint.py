@@ -1,5 +1,6 @@
 """Orbax checkpoints of a run: the GANState plus the JSON facts that define the run."""
 
+import dataclasses
 import glob
 import os
 import shutil
@@ -13,7 +14,7 @@ from gan_jax import parallel
 
 
 class Checkpointer:
-  """Saves `state` (StandardSave) and `meta` (JSON: config, labeled-subset indices) per step.
+  """Saves `state` (an orbax PyTree) and `meta` (JSON: config, labeled-subset indices) per step.
 
   Orbax writes each step into a temporary directory and renames it when complete, so a
   process killed mid-save leaves the previous checkpoint as the latest readable one.
@@ -47,15 +48,29 @@ class Checkpointer:
       return
     self.manager.save(
       step,
-      args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+      args=ocp.args.Composite(state=ocp.args.PyTreeSave(state), meta=ocp.args.JsonSave(meta)),
     )
 
   def restore_meta(self, step: int) -> dict:
     return self._restore(step, meta=ocp.args.JsonRestore())['meta']
 
   def restore(self, step: int, abstract_state: Any) -> Any:
-    """Restores into `abstract_state` (shapes, dtypes and shardings from jax.eval_shape)."""
-    return self._restore(step, state=ocp.args.StandardRestore(abstract_state))['state']
+    """Restores into `abstract_state` (a dataclass of shapes, dtypes and shardings from
+    jax.eval_shape). Its fields that are None (an option that is off, such as the EMA of G) are
+    not read, so a checkpoint written before such an optional field existed still restores."""
+    fields = {f.name: getattr(abstract_state, f.name) for f in dataclasses.fields(abstract_state)}
+    target = {name: value for name, value in fields.items() if value is not None}
+    restore_args = ocp.checkpoint_utils.construct_restore_args(target)
+    args = ocp.args.PyTreeRestore(target, restore_args=restore_args, partial_restore=True)
+    restored = self._restore(step, state=args)['state']
+    # A partial restore leaves what the checkpoint lacks as it was asked for: abstract.
+    for name, value in restored.items():
+      if any(isinstance(leaf, jax.ShapeDtypeStruct) for leaf in jax.tree.leaves(value)):
+        raise ValueError(
+          f'checkpoint {os.path.join(self.directory, str(step))} cannot be read: it has no '
+          f'{name!r}, an option its run did not use; resume with that option off'
+        )
+    return abstract_state.replace(**restored)
 
   def _restore(self, step: int, **items) -> Any:
     try:

@@ -15,7 +15,7 @@ from typing import Any
 import jax
 from ml_collections import ConfigDict
 
-from gan_jax import losses, models
+from gan_jax import augment, losses, models
 from gan_jax.fields import INT32_MAX, check_fields, show
 
 # What a resumed run may change: how long it runs and what it writes, not what it trains.
@@ -45,6 +45,7 @@ ADDED_FIELDS = {
   'data.background': [255, 255, 255],
   'data.test_fraction': 0.1,
   'data.augment': '',
+  'data.augment_target': 0.0,
   'data.device_bytes': 2**30,
   'model.g_ema_decay': 0.0,
   'loss.hparams.lazy_every': 1,
@@ -84,6 +85,23 @@ def check_sigmoid_head(config: ConfigDict) -> None:
   )
 
 
+def check_augment_target(config: ConfigDict) -> None:
+  """ADA tunes the probability of data.augment's transforms from D's logits on real images."""
+  target = config.data.augment_target
+  if not target:
+    return
+  if not augment.parse_policy(config.data.augment):
+    raise ValueError(
+      f'data.augment_target={target} adapts how often data.augment applies, but '
+      f"data.augment={config.data.augment!r} is off; set it too, e.g. 'translation,cutout,color'"
+    )
+  if 'real' not in losses.outputs_needed(config.loss.d_terms, losses.D_TERMS):
+    raise ValueError(
+      f"data.augment_target={target} reads D's logits on the real batch, which no term of "
+      f'loss.d_terms={show(config.loss.d_terms)} scores'
+    )
+
+
 def check_config(config: ConfigDict) -> None:
   """Raises a one-line ValueError naming the first bad field, before anything is built."""
   check_fields(config)
@@ -113,6 +131,7 @@ def check_config(config: ConfigDict) -> None:
       f'loss.d_terms={show(config.loss.d_terms)} must give a term a weight > 0: D would not train'
     )
   check_sigmoid_head(config)
+  check_augment_target(config)
   # Host work (logs, grids, saves, evals) happens between calls, so its periods must be whole calls.
   per_call = config.train.steps_per_call
   for field, value in (

@@ -100,6 +100,7 @@ FIELDS: dict[str, Domain] = {
   'data.background': Domain('rgb'),
   'data.test_fraction': _float(ge=0, lt=1),
   'data.augment': Domain('names', choices=augment.POLICIES),
+  'data.augment_target': _float(ge=0, le=1, note="(0: off, data.augment's transforms always)"),
   'model.generator': _choice(models.GENERATORS),
   'model.discriminator': _choice(models.DISCRIMINATORS),
   'model.latent_dim': _int(gt=0),

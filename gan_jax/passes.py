@@ -38,6 +38,7 @@ class StepSpec:
   bfloat16: bool
   batch_sharding: NamedSharding
   augment: tuple[str, ...]  # DiffAugment's policy, () = off
+  augment_target: float  # ADA's target r_t, 0 = off (every transform on every image)
   g_ema_decay: float
 
   @classmethod
@@ -56,6 +57,7 @@ class StepSpec:
       config.model.compute_dtype == 'bfloat16',
       parallel.batch_sharding(mesh),
       augment.parse_policy(config.data.augment),
+      config.data.augment_target,
       config.model.g_ema_decay,
     )
 
@@ -189,12 +191,14 @@ def generate(spec: StepSpec, g_state: NetState, batch_stats, z: jax.Array, label
 
 
 def augmented(
-  spec: StepSpec, inputs: dict[str, losses.Batch], key: jax.Array
+  spec: StepSpec, inputs: dict[str, losses.Batch], key: jax.Array, p: jax.Array | None
 ) -> dict[str, losses.Batch]:
-  """Every input D sees, real and fake alike, through DiffAugment (the identity when off)."""
+  """Every input D sees, real and fake alike, through DiffAugment (the identity when off): each
+  transform with ADA's probability `p`, or on every image where `p` is None (ADA off)."""
   if not spec.augment:
     return inputs
+  probability = 1.0 if p is None else p
   return {
-    n: (augment.diff_augment(images, jax.random.fold_in(key, i), spec.augment), labels)
+    n: (augment.diff_augment(images, jax.random.fold_in(key, i), spec.augment, probability), labels)
     for i, (n, (images, labels)) in enumerate(sorted(inputs.items()))
   }

@@ -43,14 +43,16 @@ class Averaged(struct.PyTreeNode):
 
 
 class GANState(struct.PyTreeNode):
-  """G and D, the global step and the run's base key (each step folds the step number in), and
-  the EMA of G (None unless model.g_ema_decay > 0) that samples and evaluations use."""
+  """G and D, the global step and the run's base key (each step folds the step number in), the
+  EMA of G (None unless model.g_ema_decay > 0) that samples and evaluations use, and ADA's
+  probability of each augmentation (None unless data.augment_target > 0)."""
 
   step: jax.Array
   rng: jax.Array
   g: NetState
   d: NetState
   g_ema: Averaged | None = None
+  augment_p: jax.Array | None = None
 
   @property
   def sampler(self) -> NetState | Averaged:
@@ -117,4 +119,6 @@ def create_state(
     g=g,
     d=_init_net(discriminator, make_optimizer(config.optimizer.d), d_key, images, labels),
     g_ema=Averaged(g.params, g.batch_stats) if config.model.g_ema_decay else None,
+    # ADA starts from no augmentation and raises p only once D grows sure of the real images.
+    augment_p=jnp.zeros((), jnp.float32) if config.data.augment_target else None,
   )

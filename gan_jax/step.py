@@ -15,7 +15,7 @@ from jax.sharding import Mesh, NamedSharding
 from ml_collections import ConfigDict
 import optax
 
-from gan_jax import losses, parallel
+from gan_jax import augment, losses, parallel
 from gan_jax.passes import StepSpec, augmented, discriminate, gather, generate
 from gan_jax.seeds import Seeds
 from gan_jax.state import (
@@ -55,14 +55,20 @@ def step_keys(rng: jax.Array, step: jax.Array) -> StepKeys:
 
 
 def d_loss(
-  spec: StepSpec, params, batch_stats, inputs, keys: tuple[jax.Array, jax.Array], lazy: bool
+  spec: StepSpec,
+  params,
+  batch_stats,
+  inputs,
+  keys: tuple[jax.Array, jax.Array],
+  augment_p: jax.Array | None,
+  lazy: bool,
 ):
   drop_key, augment_key = keys
   outputs, batch_stats = discriminate(
     spec,
     params,
     batch_stats,
-    augmented(spec, inputs, augment_key),
+    augmented(spec, inputs, augment_key, augment_p),
     drop_key,
     spec.objective.gradient_inputs(lazy),
   )
@@ -76,13 +82,14 @@ def d_update(
   d_state: NetState,
   inputs: dict[str, losses.Batch],
   keys: tuple[jax.Array, jax.Array],
+  augment_p: jax.Array | None,
   lazy: bool = False,
 ):
   """One D update; returns the new D, its loss, the terms' means, D's outputs and its gradient.
-  `lazy`: this update applies the lazy terms (R1, R2)."""
+  `augment_p`: ADA's p (None: off); `lazy`: this update applies the lazy terms (R1, R2)."""
   (loss, (parts, outputs, batch_stats)), grads = jax.value_and_grad(
     d_loss, argnums=1, has_aux=True
-  )(spec, d_state.params, d_state.batch_stats, inputs, keys, lazy)
+  )(spec, d_state.params, d_state.batch_stats, inputs, keys, augment_p, lazy)
   return d_state.apply_gradients(grads=grads, batch_stats=batch_stats), loss, parts, outputs, grads
 
 
@@ -93,9 +100,10 @@ def g_loss_of_fake(
   real: losses.Batch,
   labels: jax.Array,
   keys: tuple[jax.Array, jax.Array],
+  augment_p: jax.Array | None,
 ):
   drop_key, augment_key = keys
-  inputs = augmented(spec, spec.objective.g_inputs(real, (fake, labels)), augment_key)
+  inputs = augmented(spec, spec.objective.g_inputs(real, (fake, labels)), augment_key, augment_p)
   outputs, _ = discriminate(spec, d_state.params, d_state.batch_stats, inputs, drop_key)
   return spec.objective.g_loss(outputs)
 
@@ -110,10 +118,11 @@ def g_update(
   real: losses.Batch,
   labels: jax.Array,
   keys: tuple[jax.Array, jax.Array],
+  augment_p: jax.Array | None,
 ):
   """One G update through D(`fake`), pulled back to G's parameters; returns G and its metrics."""
   (loss, parts), fake_grads = jax.value_and_grad(g_loss_of_fake, argnums=1, has_aux=True)(
-    spec, fake, scoring_d, real, labels, keys
+    spec, fake, scoring_d, real, labels, keys, augment_p
   )
   (grads,) = pull_back(fake_grads)
   g_state = g_state.apply_gradients(grads=grads, batch_stats=batch_stats)
@@ -158,9 +167,12 @@ def train_step(spec: StepSpec, state: GANState, device_data: dict) -> tuple[GANS
         d_state,
         d_inputs,
         d_keys,
+        state.augment_p,
       )
     else:
-      d_state, loss, parts, d_outputs, grads = d_update(spec, d_state, d_inputs, d_keys)
+      d_state, loss, parts, d_outputs, grads = d_update(
+        spec, d_state, d_inputs, d_keys, state.augment_p
+      )
 
   metrics = {
     'd_loss': loss,
@@ -180,13 +192,30 @@ def train_step(spec: StepSpec, state: GANState, device_data: dict) -> tuple[GANS
       real,
       labels,
       (jax.random.fold_in(keys.step, spec.d_steps), jax.random.fold_in(keys.augment, spec.d_steps)),
+      state.augment_p,
     )
     metrics.update(g_metrics)
   metrics.update(objective.d_accuracies(d_outputs))
   g_ema = (
     None if state.g_ema is None else ema_update(state.g_ema, g_state, spec.g_ema_decay, state.step)
   )
-  return GANState(step=state.step + 1, rng=state.rng, g=g_state, d=d_state, g_ema=g_ema), metrics
+  augment_p = state.augment_p
+  if augment_p is not None:
+    augment_p, metrics['ada_rt'] = adapt_augment_p(spec, augment_p, d_outputs['real'])
+    metrics['augment_p'] = augment_p
+  return GANState(
+    step=state.step + 1, rng=state.rng, g=g_state, d=d_state, g_ema=g_ema, augment_p=augment_p
+  ), metrics
+
+
+def adapt_augment_p(spec: StepSpec, p: jax.Array, real: losses.DiscOutput):
+  """ADA's p after a step, and r_t: D's realness on the real batch of the step's last D update,
+  augmented and before that update, as stylegan2-ada reads its 'signs/real'. Realness is measured
+  from the loss's decision boundary, where the accuracy metrics also split real from fake."""
+  rt = augment.ada_rt(losses.realness(real.logits) - spec.objective.threshold)
+  # stylegan2-ada adjusts p every 4 steps (ada_interval), from r_t over their 4 batches, by 4
+  # batches' worth of images; every step by one batch's worth is the same rate.
+  return augment.ada_step(p, rt, spec.augment_target, spec.batch_size), rt
 
 
 def watch_step(step_fn: Callable, state: GANState, device_data: dict, watch: dict):

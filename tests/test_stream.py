@@ -2,12 +2,15 @@
 ones: the same run, bitwise, resumed or not."""
 
 import chex
+import jax
 import numpy as np
 import pytest
 from test_train import final_params, load_config, read_metrics, straight_and_interrupted_runs
 
 from gan_jax import train
+from gan_jax.passes import StepSpec, gather
 from gan_jax.run import Run
+from gan_jax.step import step_keys
 
 
 def streamed(config, streaming: bool = True):
@@ -16,41 +19,81 @@ def streamed(config, streaming: bool = True):
   return config
 
 
-def sgan_config():
-  """SGAN's smoke run with two seeds (each its own labeled subset and data order) and two D
-  updates a step (two batches of each pool a step), two steps per call (a scan over batches)."""
-  config = load_config('sgan')
+def several(name: str):
+  """`name`'s smoke run with two seeds (each its own data order, and labeled subset if any) and
+  two D updates a step (two batches of each pool a step), two steps per call (a scan)."""
+  config = load_config(name)
   config.num_seeds, config.train.d_steps, config.train.steps_per_call = 2, 2, 2
   return config
 
 
-def test_streamed_run_is_the_on_device_run_bitwise(tmp_path):
-  runs = {}
-  for streaming in (False, True):
-    config = streamed(sgan_config(), streaming)
-    workdir = tmp_path / str(streaming)
-    train.train_and_evaluate(config, str(workdir))
-    run = Run(config, str(workdir))
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory):
+  """The workdirs of the MLP GAN's run on the device, and of it streamed straight and interrupted
+  then resumed (between the checkpoints of steps 2 and 4). (The labeled pool: below.)"""
+  root = tmp_path_factory.mktemp('runs')
+  on_device = root / 'on_device'
+  train.train_and_evaluate(streamed(several('gan'), False), str(on_device))
+  return (on_device, *straight_and_interrupted_runs(streamed(several('gan')), root))
+
+
+def test_streamed_run_is_the_on_device_run_bitwise(runs):
+  on_device, straight, _ = runs
+  for workdir, streaming in ((on_device, False), (straight, True)):
+    run = Run(streamed(several('gan'), streaming), str(workdir))
     run.checkpointer.close()
-    assert (run.host_batches is not None) == streaming
-    assert (run.device_data is None) == streaming
-    runs[streaming] = read_metrics(workdir), final_params(workdir, config)
-  assert runs[True][0] == runs[False][0]
-  chex.assert_trees_all_equal(runs[True][1], runs[False][1])
+    assert (run.host_batches is not None, run.device_data is None) == (streaming, streaming)
+  assert read_metrics(straight) == read_metrics(on_device)
+  config = several('gan')
+  chex.assert_trees_all_equal(final_params(straight, config), final_params(on_device, config))
 
 
-def test_interrupted_streamed_run_resumes_to_the_straight_one(tmp_path):
-  config = streamed(load_config('sgan'))
-  straight, interrupted = straight_and_interrupted_runs(config, tmp_path)
+def test_interrupted_streamed_run_resumes_to_the_straight_one(runs):
+  _, straight, interrupted = runs
   assert [r['step'] for r in read_metrics(interrupted)] == [2, 4]
+  config = streamed(several('gan'))
   chex.assert_trees_all_equal(final_params(interrupted, config), final_params(straight, config))
 
 
 @pytest.fixture(scope='module')
-def host_batches(tmp_path_factory):
-  run = Run(streamed(sgan_config()), str(tmp_path_factory.mktemp('stream')))
-  run.checkpointer.close()
-  return run.host_batches
+def sgan_runs(tmp_path_factory):
+  """SGAN's runs (a label budget: a labeled pool beside the real one) on the device and streamed,
+  set up but not trained."""
+  runs = []
+  for streaming in (False, True):
+    run = Run(streamed(several('sgan'), streaming), str(tmp_path_factory.mktemp('sgan')))
+    run.checkpointer.close()
+    runs.append(run)
+  return runs
+
+
+@pytest.fixture(scope='module')
+def host_batches(sgan_runs):
+  return sgan_runs[1].host_batches
+
+
+def test_streamed_batches_of_both_pools_are_the_gathered_ones(sgan_runs):
+  """passes.gather on each seed's on-device data and on the streamed batches, at steps 0 and 3."""
+  on_device, streaming = sgan_runs
+  spec = StepSpec.from_config(
+    on_device.config, on_device.generator, on_device.discriminator, on_device.mesh
+  )
+  pools = (('real_indices', 'data', 8), ('labeled_indices', 'labeled', 8))
+  for step in (0, 3):
+    batches = streaming.host_batches.take(step, 1)['batches']
+    for k, seed_state in enumerate(on_device.seeds.split(on_device.state)):
+      keys = step_keys(seed_state.rng, step)
+      seed_data = {
+        name: x if name == 'images' else x[k] for name, x in on_device.device_data.items()
+      }
+      for pool, key, size in pools:
+        streamed_pool = {'batches': {pool: jax.tree.map(lambda x: x[0, k], batches[pool])}}
+        for i in range(2):
+          index = step * 2 + i
+          chex.assert_trees_all_equal(
+            gather(spec, streamed_pool, pool, None, index, size, i),
+            gather(spec, seed_data, pool, getattr(keys, key), index, size, i),
+          )
 
 
 def test_a_jump_restarts_the_stream_at_the_step_asked_for(host_batches):
