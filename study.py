@@ -1,12 +1,14 @@
-"""The SGAN label-budget study: SGAN against its supervised baseline over budgets and seeds.
+"""The SGAN label-budget study: SGAN against its supervised baselines over budgets and seeds.
 
-  python study.py --budgets=20,50,100,1000 --seeds=3 --out=workdirs/study
+  python study.py --budgets=20,50,100,1000,4000 --seeds=3 --out=workdirs/study
 
-For each budget and seed, trains configs/sgan.py and configs/sgan_baseline.py with
-data.num_labeled=budget and seed=seed in OUT/<system>_n<budget>_s<seed> (a seed picks
-both the initialisation and the labeled subset, the same one for both systems), then
-writes OUT/study.md (mean ± std of D's test accuracy), OUT/study.png and OUT/study.json.
-Runs whose eval.json is at their final step are skipped, so a stopped study resumes.
+For each budget and seed, trains each of SYSTEMS (SGAN, SGAN with feature matching, the plain
+and the strong labels-only baseline) with data.num_labeled=budget and seed=seed in
+OUT/<system>_n<budget>_s<seed> (a seed picks both the initialisation and the labeled subset, the
+same one for every system), then writes OUT/study.md (mean ± std of D's test accuracy at the
+last step; the gains are measured against the stronger baseline of each budget), OUT/study.png
+and OUT/study.json (with each run's test curve). Runs whose eval.json is at their final step
+are skipped, so a stopped study resumes.
 """
 
 import importlib
@@ -21,20 +23,32 @@ import numpy as np
 from gan_jax import data, train
 from gan_jax.logging import atomic_write_bytes, save_figure
 
-SYSTEMS = ('sgan', 'sgan_baseline')
+# Each system: the runs' name prefix → (configs/<name>.py, its variant, its label).
+SYSTEMS = {
+  'sgan': ('sgan', '', 'SGAN'),
+  'sgan_fm': ('sgan', 'fm', 'SGAN + FM'),
+  'sgan_baseline': ('sgan_baseline', '', 'baseline'),
+  'sgan_baseline_strong': ('sgan_baseline', 'strong', 'baseline (strong)'),
+}
+BASELINES = ('sgan_baseline', 'sgan_baseline_strong')
+GAINS = {'gain': 'sgan', 'gain_fm': 'sgan_fm'}  # each over the stronger baseline
 
 _BUDGETS = flags.DEFINE_list(
-  'budgets', ['20', '50', '100', '1000'], 'Label budgets: multiples of the number of classes.'
+  'budgets',
+  ['20', '50', '100', '1000', '4000'],
+  'Label budgets: multiples of the number of classes (4000: every train label of mnist5k).',
 )
 _SEEDS = flags.DEFINE_integer('seeds', 3, 'Seeds 0 .. seeds-1 per budget and system.')
 _OUT = flags.DEFINE_string('out', 'workdirs/study', 'Where the runs, table and plot go.')
-_STEPS = flags.DEFINE_integer('steps', 0, 'Overrides train.num_steps of both configs; 0 = theirs.')
+_STEPS = flags.DEFINE_integer('steps', 0, 'Overrides train.num_steps of every config; 0 = theirs.')
 _VARIANT = flags.DEFINE_string('config_variant', '', 'Config argument, e.g. "smoke".')
 
 
 def run_config(system: str, budget: int, seed: int, variant: str = '', steps: int = 0):
-  """configs/<system>.py[:variant] at this label budget and seed."""
-  config = importlib.import_module(f'configs.{system}').get_config(variant or None)
+  """The system's config with `variant` (e.g. 'smoke') added to its own, at this budget and seed."""
+  name, own_variant, _ = SYSTEMS[system]
+  arg = ','.join(v for v in (own_variant, variant) if v)
+  config = importlib.import_module(f'configs.{name}').get_config(arg or None)
   config.data.num_labeled = budget
   config.seed = seed
   if steps:
@@ -57,7 +71,7 @@ def check_budgets(budgets, seeds: int, variant: str) -> None:
   """Every budget fits the data, checked before hours of training (a one-line ValueError)."""
   if seeds < 1:
     raise ValueError(f'seeds={seeds} must be >= 1')
-  config = run_config(SYSTEMS[0], budgets[0], 0, variant)
+  config = run_config('sgan', budgets[0], 0, variant)
   dataset = data.open_dataset(config.data)
   _, labels = dataset.split('train')
   for budget in budgets:
@@ -80,8 +94,16 @@ def run_one(config, workdir: str) -> tuple[dict, float | None]:
   return scores, time.time() - start
 
 
+def accuracy_curve(workdir: str) -> list[list[float]]:
+  """[step, D's test accuracy] at each evaluation during training, from metrics.jsonl."""
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    rows = [json.loads(line) for line in f if line.strip()]
+  return [[r['step'], r['eval/d_test_accuracy']] for r in rows if 'eval/d_test_accuracy' in r]
+
+
 def summarize(results: list[dict], budgets) -> list[dict]:
-  """Per budget: mean and std (over seeds, ddof=1) of each system's accuracy, and SGAN's gain."""
+  """Per budget: mean and std (over seeds, ddof=1) of each system's accuracy, the stronger
+  baseline (the higher mean) and the gains over it."""
   rows = []
   for budget in budgets:
     row = {'budget': budget}
@@ -92,7 +114,9 @@ def summarize(results: list[dict], budgets) -> list[dict]:
       row[f'{system}_mean'] = float(np.mean(accuracies))
       row[f'{system}_std'] = float(np.std(accuracies, ddof=1)) if len(accuracies) > 1 else 0.0
       row[f'{system}_n'] = len(accuracies)
-    row['gain'] = row['sgan_mean'] - row['sgan_baseline_mean']
+    row['strongest_baseline'] = max(BASELINES, key=lambda s: row[f'{s}_mean'])
+    for gain, system in GAINS.items():
+      row[gain] = row[f'{system}_mean'] - row[f'{row["strongest_baseline"]}_mean']
     rows.append(row)
   return rows
 
@@ -107,24 +131,31 @@ def command(budgets, seeds: int, out: str, steps: int, variant: str) -> str:
   return ' '.join(['python study.py', *args])
 
 
-def markdown_table(rows: list[dict], dataset: str, num_steps: int, command_line: str) -> str:
-  percent = lambda row, system: (
-    f'{100 * row[f"{system}_mean"]:.2f} ± {100 * row[f"{system}_std"]:.2f}'
-  )
+def markdown_table(rows: list[dict], dataset: str, num_steps: dict, command_line: str) -> str:
+  def cell(row, system):
+    text = f'{100 * row[f"{system}_mean"]:.2f} ± {100 * row[f"{system}_std"]:.2f}'
+    return f'**{text}**' if system == row['strongest_baseline'] else text
+
+  labels = [label for _, _, label in SYSTEMS.values()]
+  steps = ', '.join(f'{SYSTEMS[s][2]} {n}' for s, n in num_steps.items())
   lines = [
-    f'# SGAN label-budget study ({dataset}, {num_steps} steps)',
+    f'# SGAN label-budget study ({dataset})',
     '',
     f'`{command_line}`',
     '',
-    "Test accuracy (%) of D's class head on the test split, mean ± std over seeds "
-    '(sample std); gain = SGAN − baseline, in points.',
+    "Test accuracy (%) of D's class head on the test split at the last step, mean ± std over "
+    f'seeds (sample std). Steps: {steps}. Gains, in points, over the stronger baseline of each '
+    'budget (in bold).',
     '',
-    '| labels | seeds | SGAN | baseline | gain |',
-    '|---|---|---|---|---|',
+    f'| labels | seeds | {" | ".join(labels)} | '
+    + ' | '.join(f'gain {SYSTEMS[s][2]}' for s in GAINS.values())
+    + ' |',
+    '|---|---|' + '---|' * (len(labels) + len(GAINS)),
   ]
   lines += [
-    f'| {r["budget"]} | {r["sgan_n"]} | {percent(r, "sgan")} | {percent(r, "sgan_baseline")} '
-    f'| {100 * r["gain"]:+.2f} |'
+    f'| {r["budget"]} | {r["sgan_n"]} | {" | ".join(cell(r, s) for s in SYSTEMS)} | '
+    + ' | '.join(f'{100 * r[gain]:+.2f}' for gain in GAINS)
+    + ' |'
     for r in rows
   ]
   return '\n'.join(lines) + '\n'
@@ -139,7 +170,7 @@ def plot(rows: list[dict], path: str) -> None:
 
   figure, ax = plt.subplots(figsize=(5, 3.5))
   budgets = [r['budget'] for r in rows]
-  for system, label in zip(SYSTEMS, ('SGAN', 'baseline (labels only)')):
+  for system, (_, _, label) in SYSTEMS.items():
     ax.errorbar(
       budgets,
       [100 * r[f'{system}_mean'] for r in rows],
@@ -164,13 +195,15 @@ def run_study(budgets, seeds: int, out: str, steps: int = 0, variant: str = '') 
   budgets = sorted({int(b) for b in budgets})
   check_budgets(budgets, seeds, variant)
   os.makedirs(out, exist_ok=True)
-  results = []
+  results, num_steps = [], {}
   for budget in budgets:
     for seed in range(seeds):
       for system in SYSTEMS:
         name = f'{system}_n{budget}_s{seed}'
         config = run_config(system, budget, seed, variant, steps)
-        scores, seconds = run_one(config, os.path.join(out, name))
+        num_steps[system] = config.train.num_steps
+        workdir = os.path.join(out, name)
+        scores, seconds = run_one(config, workdir)
         done = 'done before' if seconds is None else f'{seconds:.0f} s'
         print(f'{name}: d_test_accuracy {scores["d_test_accuracy"]:.4f} ({done})', flush=True)
         results.append(
@@ -182,17 +215,18 @@ def run_study(budgets, seeds: int, out: str, steps: int = 0, variant: str = '') 
             'd_test_accuracy': scores['d_test_accuracy'],
             'step': scores['step'],
             'seconds': seconds,
+            'test_curve': accuracy_curve(workdir),
           }
         )
   rows = summarize(results, budgets)
   command_line = command(budgets, seeds, out, steps, variant)
-  table = markdown_table(rows, config.data.name, config.train.num_steps, command_line)
+  table = markdown_table(rows, config.data.name, num_steps, command_line)
   atomic_write_bytes(os.path.join(out, 'study.md'), table.encode())
   plot(rows, os.path.join(out, 'study.png'))
   summary = {
     'command': command_line,
     'dataset': config.data.name,
-    'num_steps': config.train.num_steps,
+    'num_steps': num_steps,
     'config_variant': variant,
     'seeds': seeds,
     'rows': rows,

@@ -703,7 +703,7 @@ BAD_INPUT = {
   ),
   'unknown_config_variant': (
     lambda tmp, gan: (['--config=configs/sgan.py:nosuchvariant'], tmp / 'run', {}),
-    ['--config=configs/sgan.py:nosuchvariant', "'nosuchvariant'", 'valid choices: smoke'],
+    ['--config=configs/sgan.py:nosuchvariant', "'nosuchvariant'", 'valid choices: fm, smoke'],
   ),
   'batch_size_above_train_split': (
     lambda tmp, gan: (
