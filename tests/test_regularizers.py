@@ -249,12 +249,13 @@ def test_spectral_norm_gives_each_kernel_a_largest_singular_value_of_one():
 
 
 def test_resume_is_bitwise_with_every_option_on(tmp_path):
-  """Spectral norm (its vectors in the checkpoint), EMA of G, DiffAugment, hinge and lazy R1: an
+  """Spectral norm (its vectors in the checkpoint), EMA of G, DiffAugment with ADA, hinge and lazy R1: an
   interrupted and resumed run ends where the straight one does, bit for bit."""
   config = load_config('gan')  # MLPs: the options are under test, not the networks
   config.model.d_kwargs = {'spectral_norm': True}
   config.model.g_ema_decay = 0.99
   config.data.augment = 'translation,cutout,color'
+  config.data.augment_target = 0.6  # ADA's p, in the state
   config.loss.d_terms = {'hinge_real': 1.0, 'hinge_fake': 1.0, 'r1': 1.0}
   config.loss.g_terms = {'critic_gen': 1.0}
   config.loss.hparams.lazy_every = 2
@@ -266,4 +267,5 @@ def test_resume_is_bitwise_with_every_option_on(tmp_path):
   ]
   chex.assert_trees_all_equal(*leaves)
   assert states[0].g_ema is not None and 'SpectralNorm_0' in states[0].d.batch_stats
+  assert states[0].augment_p is not None
   assert any('g_ema' in k for k in leaves[0]) and any('/u' in k for k in leaves[0])
