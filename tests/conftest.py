@@ -2,14 +2,20 @@
 
 import contextlib
 import socket
+import tempfile
 from unittest import mock
 
 import jax
 import pytest
 import tensorflow_datasets as tfds
 
-# Tests compile many tiny programs and run each a few times: compile time dominates.
+# Tests compile many tiny programs and run each a few times: compile time dominates. Many tests
+# build the same program (a smoke config's step, once per run), so compiled programs are kept in a
+# cache for the session and read back rather than compiled again.
 jax.config.update('jax_disable_most_optimizations', True)
+jax.config.update('jax_compilation_cache_dir', tempfile.mkdtemp(prefix='gan_jax_tests_xla_'))
+jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
+jax.config.update('jax_persistent_cache_min_entry_size_bytes', -1)
 
 
 @contextlib.contextmanager
