@@ -65,11 +65,10 @@ class HostBatches:
     self.indices = jax.jit(seeds.vectorize(self._indices, in_axes=(0, None)))
     self.lead = (seeds.count,) if seeds.stacked else ()
     self.batch_axis = 1 + len(self.lead) + 1  # [n, (K,) d_steps, batch, ...]
-    self.shardings = {
-      name: NamedSharding(mesh, P(*[None] * self.batch_axis, 'data')) for name in batch_sizes
-    }
+    # Every pool's batches are split over the devices along their batch axis alone.
+    self.sharding = NamedSharding(mesh, P(*[None] * self.batch_axis, 'data'))
     self.rows = {
-      name: local_rows(self.shardings[name], self.call_shape(name, 1), self.batch_axis)
+      name: local_rows(self.sharding, self.call_shape(name, 1), self.batch_axis)
       for name in batch_sizes
     }
     self._iterator, self._next_step = None, None
@@ -123,10 +122,11 @@ class HostBatches:
   def _put(self, name: str, steps: list) -> tuple[jax.Array, jax.Array]:
     shape = self.call_shape(name, len(steps))
     images, labels = (np.stack(part) for part in zip(*steps))
-    sharding = self.shardings[name]
     return (
-      jax.make_array_from_process_local_data(sharding, images, (*shape, *self.images.shape[1:])),
-      jax.make_array_from_process_local_data(sharding, labels, shape),
+      jax.make_array_from_process_local_data(
+        self.sharding, images, (*shape, *self.images.shape[1:])
+      ),
+      jax.make_array_from_process_local_data(self.sharding, labels, shape),
     )
 
   def abstract(self, n: int) -> dict:
@@ -135,10 +135,10 @@ class HostBatches:
       'batches': {
         name: (
           jax.ShapeDtypeStruct(
-            (*self.call_shape(name, n), *self.images.shape[1:]), np.uint8, sharding=sharding
+            (*self.call_shape(name, n), *self.images.shape[1:]), np.uint8, sharding=self.sharding
           ),
-          jax.ShapeDtypeStruct(self.call_shape(name, n), np.int32, sharding=sharding),
+          jax.ShapeDtypeStruct(self.call_shape(name, n), np.int32, sharding=self.sharding),
         )
-        for name, sharding in self.shardings.items()
+        for name in self.batch_sizes
       }
     }
