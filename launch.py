@@ -12,6 +12,8 @@ and message, the traceback in workdir/error.log if the workdir holds a run, else
 temporary file); 128 + N stopped by signal N (a checkpoint saved to resume from).
 """
 
+import ast
+import functools
 import os
 import re
 import signal
@@ -19,28 +21,66 @@ import sys
 import tempfile
 import threading
 import traceback
+from typing import NamedTuple
 
 from absl import app, flags, logging
 import ml_collections
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file(
-  'config', None, 'A configs/*.py file, optionally ":arg".', lock_config=True
-)
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Where the run writes; default workdirs/<config>.')
-_MODE = flags.DEFINE_enum(
-  'mode',
-  'train',
-  ['train', 'eval', 'sample', 'bench'],
-  'train (or resume); eval or sample the latest checkpoint; '
-  'bench: time the step, write bench.json.',
-)
-_COORDINATOR = flags.DEFINE_string(
-  'coordinator_address', None, 'host:port of process 0, for a run over several processes.'
-)
-_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Processes of a multi-process run.')
-_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process: 0 .. num_processes - 1.')
-flags.mark_flags_as_required(['config'])
+
+class ConfigFlag(NamedTuple):
+  """The --config flag and the arguments its overrides are read from (`parse_into` sets them)."""
+
+  holder: flags.FlagHolder
+  argv: list[str]
+
+
+class Flags(NamedTuple):
+  config: ConfigFlag
+  workdir: flags.FlagHolder
+  mode: flags.FlagHolder
+  coordinator: flags.FlagHolder
+  num_processes: flags.FlagHolder
+  process_id: flags.FlagHolder
+
+
+def define_flags(flag_values: flags.FlagValues) -> Flags:
+  """launch.py's flags on `flag_values` (a fresh FlagValues parses a command in a test)."""
+  argv = []
+  config = config_flags.DEFINE_config_file(
+    'config',
+    None,
+    'A configs/*.py file, optionally ":arg".',
+    flag_values=flag_values,
+    lock_config=True,
+    sys_argv=argv,
+  )
+  flags.mark_flag_as_required('config', flag_values)
+  define = functools.partial(flags.DEFINE_string, flag_values=flag_values)
+  return Flags(
+    ConfigFlag(config, argv),
+    define('workdir', None, 'Where the run writes; default workdirs/<config>.'),
+    flags.DEFINE_enum(
+      'mode',
+      'train',
+      ['train', 'eval', 'sample', 'bench'],
+      'train (or resume); eval or sample the latest checkpoint; '
+      'bench: time the step, write bench.json.',
+      flag_values=flag_values,
+    ),
+    define(
+      'coordinator_address', None, 'host:port of process 0, for a run over several processes.'
+    ),
+    flags.DEFINE_integer(
+      'num_processes', None, 'Processes of a multi-process run.', flag_values=flag_values
+    ),
+    flags.DEFINE_integer(
+      'process_id', None, 'This process: 0 .. num_processes - 1.', flag_values=flag_values
+    ),
+  )
+
+
+ARGS = define_flags(flags.FLAGS)
 
 
 def default_workdir(config_flag: str) -> str:
@@ -84,22 +124,19 @@ def main(argv):
     # orbax logs each file it writes; tfds warns of absent data.
     logging.set_verbosity(logging.ERROR)
   config_flag = flags.FLAGS['config'].serialize().split('=', 1)[1]
-  # config_flags defers a failed load to the first use of the config: report it here.
-  if not isinstance(_CONFIG.value, ml_collections.ConfigDict):
-    fail(
-      printable(f'--config={config_flag} could not be loaded: it must be a file with get_config()')
-    )
-  workdir = _WORKDIR.value or default_workdir(config_flag)
+  workdir = ARGS.workdir.value or default_workdir(config_flag)
   previous_hook = threading.excepthook
   threading.excepthook = lambda args: _thread_failed(args, workdir)
   try:
     from gan_jax import parallel  # after flag parsing: importing JAX is slow and flags may be wrong
 
     # Before anything touches the devices.
-    parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-    check(_CONFIG.value, workdir)
+    parallel.initialize_distributed(
+      ARGS.coordinator.value, ARGS.num_processes.value, ARGS.process_id.value
+    )
+    check(ARGS.config.holder.value, workdir)
     print(f'workdir: {os.path.abspath(workdir)}', flush=True)
-    line = run_mode(_MODE.value, _CONFIG.value, workdir)
+    line = run_mode(ARGS.mode.value, ARGS.config.holder.value, workdir)
   except BaseException as error:  # noqa: B036  (every way out is one line and a known status)
     if isinstance(error, SystemExit):
       raise
@@ -220,7 +257,7 @@ def _load_error(argv: list[str], error: Exception) -> str:
     # last line is the original 'Type: message'.
     return f'{config_arg}: {re.sub(r"^(ValueError|TypeError): ", "", lines[-1])}'
   reason = lines[0] if lines else type(error).__name__
-  if flag and flag.startswith('--config.'):
+  if flag and flag != config_arg:  # an override, or another flag (--mode=nope)
     return f'{flag}: {reason}'
   # An override of a field the config does not have: ml_collections raises the bare key.
   if isinstance(error, (AttributeError, KeyError)):
@@ -236,12 +273,70 @@ def _load_error(argv: list[str], error: Exception) -> str:
   return f'{config_arg} could not be loaded ({type(error).__name__}: {reason})'
 
 
+def split_entry_overrides(argv: list[str]) -> tuple[list[str], list[tuple[str, str, str]]]:
+  """ARGV without the overrides of one entry of a dict field, and those as (field, key, text).
+
+  A dict field's entries are open (a loss term, a model argument), but config_flags overrides
+  only what the config file sets: `--config.loss.d_terms.r1=10` is applied after loading, so it
+  may add the entry.
+  """
+  from gan_jax import fields  # the config file imports JAX anyway
+
+  rest, entries = [], []
+  for arg in argv:
+    match = re.fullmatch(r'--config\.(.+)\.([^.=]+)=(.*)', arg, re.DOTALL)
+    if match and fields.FIELDS.get(match[1], fields.Domain('')).kind in ('weights', 'kwargs'):
+      entries.append(match.groups())
+    else:
+      rest.append(arg)
+  return rest, entries
+
+
+def entry_value(text: str, current):
+  """The value of `--config.FIELD.KEY=TEXT`: a Python literal (`10`, `True`, `(64, 128)`), else
+  the text itself; a float entry stays a float (`=1` gives 1.0), as config_flags would give."""
+  try:
+    value = ast.literal_eval(text)
+  except (ValueError, SyntaxError, MemoryError, RecursionError):
+    value = {'true': True, 'false': False}.get(text.lower(), text)
+  if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+    return float(value)
+  return value
+
+
+def parse_into(
+  flag_values: flags.FlagValues, config_flag: ConfigFlag, argv: list[str]
+) -> ml_collections.ConfigDict:
+  """Parses ARGV into `flag_values` (which holds `config_flag`) and returns the config with every
+  override applied; raises a one-line ValueError for a file or override that fails."""
+  rest, entries = split_entry_overrides(argv)
+  config_flag.argv[:] = rest
+  config = config_flag.holder
+  try:
+    flag_values(rest)
+  except Exception as error:  # ml_collections raises whatever get_config or its import raised
+    raise ValueError(config_load_error(rest, error)) from None
+  if not isinstance(config.value, ml_collections.ConfigDict):
+    config_flag = flag_values['config'].serialize().split('=', 1)[1]
+    raise ValueError(
+      printable(f'--config={config_flag} could not be loaded: it must be a file with get_config()')
+    )
+  for field, key, text in entries:
+    section = config.value
+    for part in field.split('.'):
+      section = section[part]
+    with config.value.unlocked():
+      section[key] = entry_value(text, section.get(key))
+  return config.value
+
+
 def parse_flags(argv):
   """absl's parser, with a config file or override that fails to load reported as bad input."""
   try:
-    return flags.FLAGS(argv)
-  except Exception as error:  # ml_collections raises whatever get_config or its import raised
-    fail(config_load_error(argv, error))
+    parse_into(flags.FLAGS, ARGS.config, argv)
+  except ValueError as error:
+    fail(str(error))
+  return argv[:1]
 
 
 if __name__ == '__main__':

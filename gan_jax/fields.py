@@ -93,7 +93,7 @@ FIELDS: dict[str, Domain] = {
   'data.batch_size': _int(gt=0),
   'data.num_labeled': _int(ge=0),
   'data.labeled_batch_size': _int(ge=0, note='(0: data.batch_size)'),
-  'data.device_bytes': _int(ge=0),
+  'data.device_bytes': _int(ge=0, le=2**63 - 1),  # compared with a size in bytes, not an int32
   'data.channels': _choice(data.CHANNELS),
   'data.folder': Domain('str'),
   'data.resize': _choice(images.RESIZE_MODES),
@@ -267,15 +267,14 @@ def unknown_field_error(name: str) -> ValueError:
     )
   section, _, key = name.rpartition('.')
   kind = FIELDS[section].kind if section in FIELDS else None
+  if kind == 'weights' and key in FIELDS[section].choices:  # reached as a section: `r1.x`
+    return ValueError(f'{name} is a loss weight, a number: it has no fields')
   if kind == 'weights':
     return ValueError(
       f'{name} is not a loss term; valid choices: {", ".join(sorted(FIELDS[section].choices))}'
     )
-  if kind == 'kwargs':  # an override can only change what the config file sets
-    return ValueError(
-      f'{name} is not set in the config; set the whole dict: '
-      f'--config.{section}="{{\'{key}\': VALUE}}"'
-    )
+  if kind == 'kwargs':  # reached as a section: `spectral_norm.x`
+    return ValueError(f'{name} is a model argument: set it whole, --config.{name}=VALUE')
   while section and section not in SECTIONS:
     section = section.rpartition('.')[0]
   prefix = f'{section}.' if section else ''

@@ -21,7 +21,7 @@ import os
 from absl import flags
 from hypothesis import HealthCheck, assume, currently_in_test_context, event, given, settings
 from hypothesis import strategies as st
-from ml_collections import ConfigDict, config_flags
+from ml_collections import ConfigDict
 import numpy as np
 import pytest
 
@@ -287,16 +287,10 @@ def test_a_missing_field_is_named(config, field, split, workdirs):
 def parse(argv: list[str]):
   """`launch.py ARGV`'s flag parsing in this process: (config, None) or (None, error line)."""
   flag_values = flags.FlagValues()
-  config = config_flags.DEFINE_config_file(
-    'config', None, '', flag_values=flag_values, lock_config=True, sys_argv=argv
-  )
   try:
-    flag_values(argv)
-  except Exception as error:  # noqa: BLE001  (launch.parse_flags maps every one of them)
-    return None, launch.config_load_error(argv, error)
-  if not isinstance(config.value, ConfigDict):
-    return None, f'{argv[1]} could not be loaded'
-  return config.value, None
+    return launch.parse_into(flag_values, launch.define_flags(flag_values).config, argv), None
+  except ValueError as error:  # launch.parse_flags turns it into 'error: LINE', exit 2
+    return None, str(error)
 
 
 def text_of(value) -> str:
@@ -346,3 +340,16 @@ def test_an_unknown_key_with_a_newline_is_named_on_one_line():
   with pytest.raises(ValueError) as error:
     checks.check_config(config)
   assert '\n' not in str(error.value) and str(error.value).startswith('_.\\n is not a config field')
+
+
+@pytest.mark.parametrize(
+  'field', [f for f, d in fields.FIELDS.items() if d.kind == 'int' and (d.le or 0) > 2**31 - 1]
+)
+def test_an_integer_field_past_the_int32_range(field, split, workdirs):
+  """A field that no int32 holds (data.device_bytes: 16 GiB of GPU memory) takes such values."""
+  config = load('sgan', None)
+  limit = fields.FIELDS[field].le
+  for value in (2**31, 16 * 2**30, limit):
+    assert preflight(with_value(config, field, value), workdirs['absent'], split) is None, value
+  message = preflight(with_value(config, field, limit + 1), workdirs['absent'], split)
+  assert message and message.startswith(f'{field}='), message
