@@ -285,7 +285,8 @@ def split_entry_overrides(argv: list[str]) -> tuple[list[str], list[tuple[str, s
   rest, entries = [], []
   for arg in argv:
     match = re.fullmatch(r'--config\.(.+)\.([^.=]+)=(.*)', arg, re.DOTALL)
-    if match and fields.FIELDS.get(match[1], fields.Domain('')).kind in ('weights', 'kwargs'):
+    field = fields.FIELDS.get(match[1]) if match else None
+    if field and field.domain.kind in ('weights', 'kwargs'):
       entries.append(match.groups())
     else:
       rest.append(arg)

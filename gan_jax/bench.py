@@ -17,10 +17,8 @@ models, data on the device and fresh state from `config.seed`), and reports:
   roofline     the best GFLOP/s of a large f32 matmul on the same device in the same run, and
                the step's share of it
 
-Optional knobs, for callers that build the config in code (the configs do not declare them):
-`config.bench = {'trials': 7, 'warmup_steps': 3, 'trial_seconds': 2.0, 'steps_per_trial': 0,
-'roofline_size': 2048}`, where `steps_per_trial=0` sizes trials from the warm-up to last about
-`trial_seconds`.
+Optional knobs, for callers that build the config in code (the configs do not set them): the
+`bench.*` fields of gan_jax/fields.py, e.g. `config.bench = {'trials': 3}`.
 """
 
 import json
@@ -34,39 +32,15 @@ import jax
 import jax.numpy as jnp
 from ml_collections import ConfigDict
 
-from gan_jax import checks
+from gan_jax import checks, fields
 from gan_jax.run import Run
 from gan_jax.step import build_step
 
-DEFAULTS = {
-  'trials': 7,
-  'warmup_steps': 3,
-  'trial_seconds': 2.0,
-  'steps_per_trial': 0,
-  'roofline_size': 2048,
-}
-
 
 def bench_options(config: ConfigDict) -> dict:
-  """`DEFAULTS` updated by `config.bench`; a one-line ValueError names a bad field."""
-  given = dict(config.get('bench', None) or {})
-  unknown = sorted(set(given) - set(DEFAULTS))
-  if unknown:
-    raise ValueError(
-      f'bench.{unknown[0]} is not a bench option; valid: {", ".join(sorted(DEFAULTS))}'
-    )
-  options = {**DEFAULTS, **given}
-  for name in ('trials', 'warmup_steps', 'roofline_size'):
-    if not (isinstance(options[name], int) and options[name] >= 1):
-      raise ValueError(f'bench.{name}={options[name]!r} must be an integer >= 1')
-  if not (isinstance(options['steps_per_trial'], int) and options['steps_per_trial'] >= 0):
-    raise ValueError(
-      f'bench.steps_per_trial={options["steps_per_trial"]!r} must be an integer '
-      '>= 0 (0: sized from the warm-up)'
-    )
-  if not (isinstance(options['trial_seconds'], (int, float)) and options['trial_seconds'] > 0):
-    raise ValueError(f'bench.trial_seconds={options["trial_seconds"]!r} must be > 0')
-  return options
+  """The bench knobs of a checked config: `config.bench`'s, else their declared defaults."""
+  names = [name for name in fields.FIELDS if name.startswith('bench.')]
+  return {name.split('.', 1)[1]: fields.optional_value(config, name) for name in names}
 
 
 class StepBench:
@@ -124,7 +98,9 @@ def compiled_flops(compiled) -> float:
   return float(cost['flops'])
 
 
-def roofline_gflops(size: int = DEFAULTS['roofline_size'], repeats: int = 10) -> float:
+def roofline_gflops(
+  size: int = fields.FIELDS['bench.roofline_size'].default, repeats: int = 10
+) -> float:
   """Best GFLOP/s of a `size`×`size` f32 matmul on the default device, over `repeats` runs."""
   a = jax.random.normal(jax.random.PRNGKey(0), (size, size), jnp.float32)
   b = jax.random.normal(jax.random.PRNGKey(1), (size, size), jnp.float32)
@@ -174,6 +150,7 @@ def single_seed(config: ConfigDict) -> ConfigDict:
 
 def run(config: ConfigDict, workdir: str) -> str:
   """Times the step of `config`, prints a table, writes workdir/bench.json; returns its path."""
+  checks.check_config(config)
   options = bench_options(config)
   checks.check_workdir(workdir)
   load_before = os.getloadavg()

@@ -16,40 +16,8 @@ import jax
 from ml_collections import ConfigDict
 
 from gan_jax import augment, losses, models
-from gan_jax.fields import INT32_MAX, check_fields, show
-
-# What a resumed run may change: how long it runs and what it writes, not what it trains.
-RESUMABLE_CHANGES = frozenset(
-  {
-    'train.num_steps',
-    'data.device_bytes',  # on the device or streamed: the same batches
-    'train.log_every',
-    'train.sample_every',
-    'train.checkpoint_every',
-    'train.max_checkpoints',
-    'train.on_nonfinite',
-    'train.max_rollbacks',
-    'train.allow_config_change',
-    'train.steps_per_call',
-    'data.data_dir',
-    'eval.every',
-    'eval.num_samples',
-  }
-)
-# Fields added since checkpoints were first written, with the value older checkpoints imply.
-ADDED_FIELDS = {
-  'num_seeds': 1,
-  'data.channels': 1,
-  'data.folder': '',
-  'data.resize': 'crop',
-  'data.background': [255, 255, 255],
-  'data.test_fraction': 0.1,
-  'data.augment': '',
-  'data.augment_target': 0.0,
-  'data.device_bytes': 2**30,
-  'model.g_ema_decay': 0.0,
-  'loss.hparams.lazy_every': 1,
-}
+from gan_jax.domains import show
+from gan_jax.fields import BEFORE, INT32_MAX, RESUMABLE, check_fields
 
 
 def active_terms(config: ConfigDict, test) -> list[str]:
@@ -224,16 +192,17 @@ def _flatten(tree: Mapping, prefix: str = '') -> dict[str, Any]:
 
 
 def check_resumable(saved: Mapping, config: ConfigDict, workdir: str) -> None:
-  """A workdir's checkpoints belong to one run: only the fields in RESUMABLE_CHANGES may change.
+  """A workdir's checkpoints belong to one run: only the resumable fields (`fields.RESUMABLE`) may
+  change; a field added since the checkpoints were written counts as its `fields.BEFORE` value.
 
   `train.allow_config_change=True` resumes anyway (the checkpoint must still fit the models).
   """
   if config.train.allow_config_change:
     return
-  old = {**ADDED_FIELDS, **_flatten(saved)}
-  new = {**ADDED_FIELDS, **_flatten(json.loads(config.to_json_best_effort()))}
+  old = {**BEFORE, **_flatten(saved)}
+  new = {**BEFORE, **_flatten(json.loads(config.to_json_best_effort()))}
   changed = sorted(
-    k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES
+    k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in RESUMABLE
   )
   if changed:
     diffs = ', '.join(f'{k}: {old.get(k)!r} -> {new.get(k)!r}' for k in changed)

@@ -77,6 +77,7 @@ class Dataset:
   name: str
   class_names: tuple[str, ...]  # empty for a folder without class subfolders
   read: Callable[[str], tuple[np.ndarray, np.ndarray]]
+  validation: int = 0  # the last N training images, held out as the 'validation' split
 
   @property
   def labeled(self) -> bool:
@@ -88,7 +89,16 @@ class Dataset:
     return max(1, len(self.class_names))
 
   def split(self, split: str) -> tuple[np.ndarray, np.ndarray]:
-    return self.read(split)
+    """'train' (less the validation images), 'validation' (with data.validation > 0), 'test'."""
+    if split == 'test' or not self.validation:
+      return self.read(split)
+    images, labels = self.read('train')
+    cut = len(labels) - self.validation
+    if cut <= 0:
+      raise ValueError(
+        f'data.validation={self.validation} holds out all {len(labels)} training images'
+      )
+    return (images[:cut], labels[:cut]) if split == 'train' else (images[cut:], labels[cut:])
 
 
 def open_dataset(data_config: ConfigDict) -> Dataset:
@@ -119,7 +129,7 @@ def open_dataset(data_config: ConfigDict) -> Dataset:
       tuple(data_config.background),
       data_config.test_fraction,
     )
-    return Dataset(name, tuple(prepared.class_names), prepared.load)
+    return Dataset(name, tuple(prepared.class_names), prepared.load, data_config.validation)
   if name == 'openmoji':
     tfds_name, class_names = openmoji.prepare(data_dir, size)
     read = lambda split: read_split(tfds_name, split, data_dir)
@@ -131,7 +141,7 @@ def open_dataset(data_config: ConfigDict) -> Dataset:
     images, labels = read(split)
     return with_channels(pad_to(images, size), channels), labels
 
-  return Dataset(name, tuple(class_names), read_at_size)
+  return Dataset(name, tuple(class_names), read_at_size, data_config.validation)
 
 
 def with_channels(images: np.ndarray, channels: int) -> np.ndarray:

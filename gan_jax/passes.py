@@ -40,6 +40,7 @@ class StepSpec:
   augment: tuple[str, ...]  # DiffAugment's policy, () = off
   augment_target: float  # ADA's target r_t, 0 = off (every transform on every image)
   g_ema_decay: float
+  d_ema_decay: float
 
   @classmethod
   def from_config(
@@ -59,6 +60,7 @@ class StepSpec:
       augment.parse_policy(config.data.augment),
       config.data.augment_target,
       config.model.g_ema_decay,
+      config.model.d_ema_decay,
     )
 
   # Mixed precision at the networks' boundary: parameters, optimizer state, BatchNorm

@@ -14,6 +14,7 @@ from gan_jax.logging import save_image_grid
 from gan_jax.seeds import Seeds
 from gan_jax.state import (
   GRID_STREAM,
+  INIT_STREAM,
   SAMPLE_STREAM,
   GANState,
   apply_inference,
@@ -104,11 +105,22 @@ class Run:
     init = functools.partial(
       create_state, self.config, self.generator, self.discriminator, self.image_shape
     )
+    init_batches = ()
+    if self.config.model.d_init_batch:
+      init_batches = (self.seeds.stack([self.init_images(images, s) for s in self.seeds.values]),)
     self.sample = jax.jit(functools.partial(apply_inference, self.generator))
-    self.init_state = jax.jit(self.seeds.init(init), out_shardings=self.replicated)
+    self.init_state = jax.jit(self.seeds.init(init, *init_batches), out_shardings=self.replicated)
     self.state = self.init_state() if latest is None else self.restore(latest)
     self.start_step = latest or 0
     self.host_batches = None if on_device else self._host_batches(images, visible, pools)
+
+  def init_images(self, images: np.ndarray, seed: int) -> np.ndarray:
+    """The [-1, 1] training images D is initialised on in the run of `seed`: model.d_init_batch
+    of them, drawn by the seed's init stream."""
+    rng = np.random.default_rng([seed, INIT_STREAM])
+    count = min(self.config.model.d_init_batch, len(images))
+    chosen = np.sort(rng.choice(len(images), count, replace=False))
+    return np.asarray(data.to_unit_range(images[chosen]))
 
   def _host_batches(self, images, visible, pools) -> stream.HostBatches:
     config = self.config

@@ -23,11 +23,12 @@ class Seeds:
     self.values = [first + i for i in range(count)]
     self.stacked = count > 1
 
-  def init(self, init_fn: Callable[[int | jax.Array], Any]) -> Callable[[], Any]:
-    """`init_fn(seed) -> state` as `() -> state` of every seed (stacked)."""
+  def init(self, init_fn: Callable[..., Any], *per_seed: np.ndarray) -> Callable[[], Any]:
+    """`init_fn(seed, *args) -> state` as `() -> state` of every seed (stacked); `per_seed`:
+    arrays in the run's layout, whose slice of each seed its init_fn gets as args."""
     if not self.stacked:
-      return lambda: init_fn(self.values[0])
-    return lambda: jax.vmap(init_fn)(jnp.asarray(self.values, jnp.int32))
+      return lambda: init_fn(self.values[0], *per_seed)
+    return lambda: jax.vmap(init_fn)(jnp.asarray(self.values, jnp.int32), *per_seed)
 
   def vectorize(self, fn: Callable, in_axes) -> Callable:
     """`fn` of one seed's values as a function of the stacked ones (axes as for jax.vmap)."""

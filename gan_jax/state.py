@@ -44,8 +44,9 @@ class Averaged(struct.PyTreeNode):
 
 class GANState(struct.PyTreeNode):
   """G and D, the global step and the run's base key (each step folds the step number in), the
-  EMA of G (None unless model.g_ema_decay > 0) that samples and evaluations use, and ADA's
-  probability of each augmentation (None unless data.augment_target > 0)."""
+  EMA of G (None unless model.g_ema_decay > 0) that samples and evaluations use, ADA's
+  probability of each augmentation (None unless data.augment_target > 0), and the EMA of D (None
+  unless model.d_ema_decay > 0) whose class head evaluation scores."""
 
   step: jax.Array
   rng: jax.Array
@@ -53,21 +54,27 @@ class GANState(struct.PyTreeNode):
   d: NetState
   g_ema: Averaged | None = None
   augment_p: jax.Array | None = None
+  d_ema: Averaged | None = None
 
   @property
   def sampler(self) -> NetState | Averaged:
     """The G that draws samples, grids and scores: its EMA where there is one."""
     return self.g if self.g_ema is None else self.g_ema
 
+  @property
+  def classifier(self) -> NetState | Averaged:
+    """The D whose class head evaluation scores: its EMA where there is one."""
+    return self.d if self.d_ema is None else self.d_ema
 
-def ema_update(ema: Averaged, g: NetState, decay: float, step: jax.Array) -> Averaged:
-  """ema ← d·ema + (1 − d)·g with d = min(decay, (1 + t) / (10 + t)) at update t (counted from
+
+def ema_update(ema: Averaged, net: NetState, decay: float, step: jax.Array) -> Averaged:
+  """ema ← d·ema + (1 − d)·net with d = min(decay, (1 + t) / (10 + t)) at update t (counted from
   0): the usual warm-up (TensorFlow's ExponentialMovingAverage), so early averages are not
   dominated by the random initialisation."""
   d = jnp.minimum(decay, (1.0 + step) / (10.0 + step))
   mix = lambda old, new: d * old + (1 - d) * new
   return Averaged(
-    jax.tree.map(mix, ema.params, g.params), jax.tree.map(mix, ema.batch_stats, g.batch_stats)
+    jax.tree.map(mix, ema.params, net.params), jax.tree.map(mix, ema.batch_stats, net.batch_stats)
   )
 
 
@@ -105,20 +112,27 @@ def create_state(
   discriminator: nn.Module,
   image_shape: tuple[int, int, int],
   seed: int | jax.Array | None = None,
+  init_images: jax.Array | None = None,
 ) -> GANState:
-  """A fresh state from `seed` (default `config.seed`); jit, vmap over seeds, or eval_shape it."""
+  """A fresh state from `seed` (default `config.seed`); jit, vmap over seeds, or eval_shape it.
+
+  `init_images`: the [-1, 1] training images D is initialised on (model.d_init_batch, for a
+  data-dependent initialisation such as weight normalisation's); else one blank image.
+  """
   key = jax.random.PRNGKey(config.seed if seed is None else seed)
   g_key, d_key = jax.random.split(jax.random.fold_in(key, INIT_STREAM))
   z = jnp.zeros((1, config.model.latent_dim), jnp.float32)
-  labels = jnp.zeros((1,), jnp.int32)
-  images = jnp.zeros((1, *image_shape), jnp.float32)
-  g = _init_net(generator, make_optimizer(config.optimizer.g), g_key, z, labels)
+  images = jnp.zeros((1, *image_shape), jnp.float32) if init_images is None else init_images
+  labels = jnp.zeros((images.shape[0],), jnp.int32)
+  g = _init_net(generator, make_optimizer(config.optimizer.g), g_key, z, labels[:1])
+  d = _init_net(discriminator, make_optimizer(config.optimizer.d), d_key, images, labels)
   return GANState(
     step=jnp.zeros((), jnp.int32),
     rng=key,
     g=g,
-    d=_init_net(discriminator, make_optimizer(config.optimizer.d), d_key, images, labels),
+    d=d,
     g_ema=Averaged(g.params, g.batch_stats) if config.model.g_ema_decay else None,
     # ADA starts from no augmentation and raises p only once D grows sure of the real images.
     augment_p=jnp.zeros((), jnp.float32) if config.data.augment_target else None,
+    d_ema=Averaged(d.params, d.batch_stats) if config.model.d_ema_decay else None,
   )

@@ -199,12 +199,21 @@ def train_step(spec: StepSpec, state: GANState, device_data: dict) -> tuple[GANS
   g_ema = (
     None if state.g_ema is None else ema_update(state.g_ema, g_state, spec.g_ema_decay, state.step)
   )
+  d_ema = (
+    None if state.d_ema is None else ema_update(state.d_ema, d_state, spec.d_ema_decay, state.step)
+  )
   augment_p = state.augment_p
   if augment_p is not None:
     augment_p, metrics['ada_rt'] = adapt_augment_p(spec, augment_p, d_outputs['real'])
     metrics['augment_p'] = augment_p
   return GANState(
-    step=state.step + 1, rng=state.rng, g=g_state, d=d_state, g_ema=g_ema, augment_p=augment_p
+    step=state.step + 1,
+    rng=state.rng,
+    g=g_state,
+    d=d_state,
+    g_ema=g_ema,
+    augment_p=augment_p,
+    d_ema=d_ema,
   ), metrics
 
 

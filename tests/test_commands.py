@@ -193,3 +193,12 @@ def test_the_first_command_on_an_empty_home(config, tmp_path):
   assert {'config.json', 'metrics.jsonl', 'checkpoints', 'samples'} <= set(os.listdir(workdir))
   assert os.listdir(workdir / 'samples')
   assert os.path.isdir(home / 'tensorflow_datasets')  # created where tfds would, then filled
+
+
+def test_the_field_reference_is_current():
+  """docs/fields.md is what `python -m gan_jax.fields` prints from the declarations."""
+  result = subprocess.run(
+    [sys.executable, '-m', 'gan_jax.fields'], cwd=REPO, capture_output=True, text=True, check=True
+  )
+  with open(os.path.join(REPO, 'docs', 'fields.md')) as f:
+    assert f.read() == result.stdout, 'run: python -m gan_jax.fields > docs/fields.md'

@@ -25,7 +25,7 @@ from ml_collections import ConfigDict
 import numpy as np
 import pytest
 
-from gan_jax import checks, data, fields, models
+from gan_jax import checks, data, domains, fields, models
 import launch
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
@@ -85,7 +85,7 @@ def _near(bound) -> st.SearchStrategy:
   return st.sampled_from([bound - 1, bound, bound + 1, bound * 2, -bound])
 
 
-def values(domain: fields.Domain) -> st.SearchStrategy:
+def values(domain: domains.Domain) -> st.SearchStrategy:
   """Valid and invalid values for a field of `domain`."""
   bounds = [b for b in (domain.ge, domain.gt, domain.le, domain.lt) if b is not None]
   near = [_near(b) for b in bounds]
@@ -134,7 +134,7 @@ def values(domain: fields.Domain) -> st.SearchStrategy:
     names = st.one_of(
       st.sampled_from(sorted(domain.choices)), st.from_regex(r'[a-z_]{1,10}', fullmatch=True)
     )
-    weight = values(fields.Domain('float', ge=0))
+    weight = values(domains.Domain('float', ge=0))
     typed = [
       st.dictionaries(names, weight, max_size=3),
       st.dictionaries(
@@ -238,7 +238,7 @@ def test_every_config_passes_the_checks(split, workdirs):
 @given(drawn=st.data())
 def test_any_value_of_any_field(field, drawn, split, workdirs):
   name, variant = drawn.draw(st.sampled_from(CONFIGS), label='config')
-  value = drawn.draw(values(fields.FIELDS[field]), label='value')
+  value = drawn.draw(values(fields.FIELDS[field].domain), label='value')
   workdir = workdirs[drawn.draw(st.sampled_from(sorted(workdirs)), label='workdir')]
   message = preflight(with_value(load(name, variant), field, value), workdir, split)
   if message is not None:
@@ -268,7 +268,7 @@ def test_an_unknown_field_is_named_with_the_valid_ones(
 @FUZZ
 @given(
   config=st.sampled_from(CONFIGS),
-  field=st.sampled_from([f for f, d in fields.FIELDS.items() if not d.optional]),
+  field=st.sampled_from([f for f, d in fields.FIELDS.items() if not d.domain.optional]),
 )
 def test_a_missing_field_is_named(config, field, split, workdirs):
   tree = load(*config).to_dict()
@@ -303,7 +303,7 @@ def text_of(value) -> str:
 def test_any_override_on_the_command_line(name, drawn, split, workdirs):
   field = drawn.draw(st.sampled_from(sorted(fields.FIELDS)), label='field')
   value = drawn.draw(
-    st.one_of(values(fields.FIELDS[field]).map(text_of), st.text(max_size=12)), label='text'
+    st.one_of(values(fields.FIELDS[field].domain).map(text_of), st.text(max_size=12)), label='text'
   )
   variant = drawn.draw(st.sampled_from(_variants(name)), label='variant')
   assume('\x00' not in value)  # no command line can hold one
@@ -343,12 +343,15 @@ def test_an_unknown_key_with_a_newline_is_named_on_one_line():
 
 
 @pytest.mark.parametrize(
-  'field', [f for f, d in fields.FIELDS.items() if d.kind == 'int' and (d.le or 0) > 2**31 - 1]
+  'field',
+  [
+    f for f, d in fields.FIELDS.items() if d.domain.kind == 'int' and (d.domain.le or 0) > 2**31 - 1
+  ],
 )
 def test_an_integer_field_past_the_int32_range(field, split, workdirs):
   """A field that no int32 holds (data.device_bytes: 16 GiB of GPU memory) takes such values."""
   config = load('sgan', None)
-  limit = fields.FIELDS[field].le
+  limit = fields.FIELDS[field].domain.le
   for value in (2**31, 16 * 2**30, limit):
     assert preflight(with_value(config, field, value), workdirs['absent'], split) is None, value
   message = preflight(with_value(config, field, limit + 1), workdirs['absent'], split)

@@ -12,7 +12,7 @@ from ml_collections import ConfigDict
 import numpy as np
 import pytest
 
-from gan_jax import losses
+from gan_jax import fields, losses
 
 N = 10  # classes of the SGAN head; the head has N + 1 logits, class N = fake
 B = 5  # examples
@@ -345,6 +345,33 @@ def test_sgan_k_logit_form_is_n_plus_1_with_zero_fake_logit():
   close(losses.sgan_labeled(full, jnp.asarray(LABELS)), k_way_ce + (softplus - lse))
 
 
+def test_labeled_classes_is_the_k_way_cross_entropy():
+  """Salimans et al.'s labeled loss: lse(l[:N]) − l_y; the fake logit plays no part."""
+  l = sgan_logits(seed=9).astype(np.float64)
+  k = l[:, :N]
+  expected = np.log(np.exp(k).sum(-1)) - k[np.arange(B), LABELS]
+  out = losses.labeled_classes(jnp.asarray(l, jnp.float32), jnp.asarray(LABELS))
+  chex.assert_shape(out, (B,))
+  close(out, expected)
+  moved = l.copy()
+  moved[:, N] += 50.0  # any fake logit: the same loss
+  close(losses.labeled_classes(jnp.asarray(moved, jnp.float32), jnp.asarray(LABELS)), expected)
+  grad = grad_of(lambda v: losses.labeled_classes(v, jnp.asarray(LABELS)), l)
+  p = np_softmax(k)
+  close(grad[:, :N], p - np.eye(N)[LABELS], atol=2e-6)
+  np.testing.assert_array_equal(grad[:, N], 0.0)
+
+
+def test_labeled_classes_stable_at_100():
+  y = jnp.asarray([3, 3])
+  l = jnp.asarray(np.stack([_mixed(-BIG, k5=BIG, fake=BIG), _mixed(-BIG, k3=BIG, fake=-BIG)]))
+  value = losses.labeled_classes(l, y)
+  grad = grad_of(lambda v: losses.labeled_classes(v, y), l)
+  chex.assert_tree_all_finite((value, grad))
+  close(value, [2 * BIG, 0.0], atol=1e-4)
+  close(grad[0], np.eye(N + 1)[5] - np.eye(N + 1)[3], atol=1e-6)
+
+
 def test_sgan_losses_are_shift_invariant():
   l = jnp.asarray(sgan_logits(seed=7))
   for fn in SGAN_FNS.values():
@@ -414,17 +441,18 @@ def sgan_outputs(seed=0):
 
 
 def outputs_for(term_name, seed=0):
-  return sgan_outputs(seed) if term_name.startswith('sgan') else binary_outputs(seed)
+  multiclass = term_name.startswith('sgan') or term_name == 'labeled_classes'
+  return sgan_outputs(seed) if multiclass else binary_outputs(seed)
 
 
 def hparams(**kw):
-  hp = losses.default_hparams()
+  hp = fields.default_config().loss.hparams
   hp.update(kw)
   return hp
 
 
 def test_default_hparams():
-  hp = losses.default_hparams()
+  hp = fields.default_config().loss.hparams
   assert (hp.real_target, hp.minimax, hp.a, hp.b, hp.c) == (1.0, False, 0.0, 1.0, 1.0)
 
 
@@ -465,6 +493,9 @@ def _term_refs():
     'lsgan_wrong': lambda o, hp: 0.5 * (np.asarray(o['wrong'].logits)[:, 0] - hp.a) ** 2,
     'sgan_labeled': lambda o, hp: (
       -np.log(sm(o['labeled'])[np.arange(B), np.asarray(o['labeled'].labels)])
+    ),
+    'labeled_classes': lambda o, hp: (
+      -np.log(np_softmax(np.asarray(o['labeled'].logits)[:, :N])[np.arange(B), o['labeled'].labels])
     ),
     'sgan_real': lambda o, hp: -np.log(1 - sm(o['real'])[:, N]),
     'sgan_fake': lambda o, hp: -np.log(sm(o['fake'])[:, N]),
@@ -521,7 +552,7 @@ def test_term_reads_only_what_it_declares(term_name):
   terms = losses.D_TERMS if term_name in losses.D_TERMS else losses.G_TERMS
   outputs = outputs_for(term_name)
   needed = {k: outputs[k] for k in terms[term_name].needs}
-  chex.assert_tree_all_finite(terms[term_name].fn(needed, losses.default_hparams()))
+  chex.assert_tree_all_finite(terms[term_name].fn(needed, fields.default_config().loss.hparams))
 
 
 def test_objective_is_weighted_sum_of_means():
@@ -537,26 +568,35 @@ def test_objective_is_weighted_sum_of_means():
 def test_objective_drops_zero_weight_terms():
   outputs = binary_outputs(seed=4)
   weights = {'lsgan_real': 1.0, 'lsgan_fake': 1.0, 'lsgan_wrong': 0.0}
-  total, parts = losses.weighted_sum(weights, losses.D_TERMS, outputs, losses.default_hparams())
+  total, parts = losses.weighted_sum(
+    weights, losses.D_TERMS, outputs, fields.default_config().loss.hparams
+  )
   assert set(parts) == {'lsgan_real', 'lsgan_fake'}
   # The zero-weight term's output need not exist...
   del outputs['wrong']
-  total2, _ = losses.weighted_sum(weights, losses.D_TERMS, outputs, losses.default_hparams())
+  total2, _ = losses.weighted_sum(
+    weights, losses.D_TERMS, outputs, fields.default_config().loss.hparams
+  )
   close(total2, total)
   # ...and if it is non-finite it does not leak in (0 * nan would be nan).
   outputs['wrong'] = disc_out(np.full((B, 1), np.nan))
-  total3, _ = losses.weighted_sum(weights, losses.D_TERMS, outputs, losses.default_hparams())
+  total3, _ = losses.weighted_sum(
+    weights, losses.D_TERMS, outputs, fields.default_config().loss.hparams
+  )
   close(total3, total)
   # Same for G: SGAN config with feature matching switched off needs no real features.
   g_out = {'fake': sgan_outputs()['fake']}
   _, g_parts = losses.weighted_sum(
-    {'sgan_gen': 1.0, 'feature_matching': 0.0}, losses.G_TERMS, g_out, losses.default_hparams()
+    {'sgan_gen': 1.0, 'feature_matching': 0.0},
+    losses.G_TERMS,
+    g_out,
+    fields.default_config().loss.hparams,
   )
   assert set(g_parts) == {'sgan_gen'}
 
 
 def test_objective_gradient_is_weighted_sum():
-  outputs, hp = binary_outputs(seed=5), losses.default_hparams()
+  outputs, hp = binary_outputs(seed=5), fields.default_config().loss.hparams
   weights = {'bce_real': 1.0, 'bce_fake': 3.0}
 
   def total(real_logits, fake_logits):
@@ -629,7 +669,7 @@ def test_gan_cls_composition_with_bce_base():
     {'bce_real': 1.0, 'bce_fake': 0.5, 'bce_wrong': 0.5},
     losses.D_TERMS,
     outputs,
-    losses.default_hparams(),
+    fields.default_config().loss.hparams,
   )
   close(d, expected)
 
@@ -637,7 +677,7 @@ def test_gan_cls_composition_with_bce_base():
 def test_single_logit_terms_use_the_logit_column_not_the_batch():
   """_squeeze takes [B, 1] -> [B]: per-example values follow the examples."""
   outputs = binary_outputs(seed=12)
-  per_example = losses.D_TERMS['bce_real'].fn(outputs, losses.default_hparams())
+  per_example = losses.D_TERMS['bce_real'].fn(outputs, fields.default_config().loss.hparams)
   close(per_example, -np.log(np_sigmoid(np.asarray(outputs['real'].logits)[:, 0])))
 
 

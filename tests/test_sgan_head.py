@@ -14,7 +14,7 @@ import pytest
 from test_losses import BIG, MODERATE, B, N, close, disc_out, np_sigmoid, sgan_logits
 from test_train import final_params, load_config, read_metrics
 
-from gan_jax import checks, losses, models, train
+from gan_jax import checks, fields, losses, models, train
 
 # Head terms: (table, D input read, hparams, value by hand, d/dx by hand, values at x = ∓100).
 CASES = {
@@ -64,7 +64,7 @@ CASES = {
 def term_of(case: str):
   """The named term of a case, its D input and its hparams."""
   table, name, hp, *_ = CASES[case]
-  hparams = losses.default_hparams()
+  hparams = fields.default_config().loss.hparams
   hparams.update(hp)
   return table[case.removesuffix('_smooth0.9').removesuffix('_minimax')], name, hparams
 
@@ -147,7 +147,7 @@ def test_term_refuses_a_d_without_the_head(case):
 def test_objective_at_zero_weight_does_not_need_the_head():
   outputs = {k: v._replace(real_fake=None) for k, v in head_outputs(MODERATE).items()}
   d_terms = {'sgan_labeled': 1.0, 'sgan_real': 1.0, 'sgan_fake': 1.0, 'sigmoid_real': 0.0}
-  hp = losses.default_hparams()
+  hp = fields.default_config().loss.hparams
   _, parts = losses.weighted_sum(d_terms, losses.D_TERMS, outputs, hp)
   assert set(parts) == {'sgan_labeled', 'sgan_real', 'sgan_fake'}
   with pytest.raises(ValueError, match='sigmoid_real'):

@@ -11,6 +11,7 @@ import flax.linen as nn
 
 from gan_jax.models.conditional import ConditionalGenerator, MatchingDiscriminator
 from gan_jax.models.dcgan import DCGANDiscriminator, DCGANGenerator
+from gan_jax.models.improved_gan import ImprovedGANDiscriminator, ImprovedGANGenerator
 from gan_jax.models.mlp import MLPDiscriminator, MLPGenerator
 from gan_jax.models.radford import RadfordDiscriminator, RadfordGenerator
 from gan_jax.models.seed004 import Seed004Discriminator, Seed004Generator
@@ -23,6 +24,7 @@ GENERATORS = {
   'conditional': ConditionalGenerator,
   'radford': RadfordGenerator,
   'seed004': Seed004Generator,
+  'improved_gan': ImprovedGANGenerator,
 }
 
 # Generators whose samples depend on the labels they are given (scored by conditional accuracy).
@@ -35,6 +37,7 @@ DISCRIMINATORS = {
   'matching': MatchingDiscriminator,
   'radford': RadfordDiscriminator,
   'seed004': Seed004Discriminator,
+  'improved_gan': ImprovedGANDiscriminator,
 }
 
 
