@@ -12,16 +12,17 @@ sizes and modification times is kept in its metadata: when it no longer matches,
 deleted and built again.
 """
 
+import collections
 from collections.abc import Sequence
 import concurrent.futures
 import dataclasses
 import hashlib
 import json
-import logging
 import math
 import os
 import re
 import shutil
+import sys
 from typing import Any
 
 from etils import epath
@@ -35,7 +36,6 @@ from gan_jax.records import read_split
 BUILDER_NAME = 'local_folder'
 # Unreadable files named in the warning; the rest are only counted.
 NAMED_SKIPPED = 5
-logger = logging.getLogger(__name__)
 
 
 def split_indices(
@@ -158,43 +158,97 @@ def prepare(
 
 
 def _scan(folder: str) -> tuple[list[tuple[str, int]], list[str]]:
-  """Image files as (path, class index), sorted, and the class names.
+  """Image files as (path, class index), in a fixed order, and the class names.
 
   Subfolders holding images are the classes (searched recursively) and root images are then
-  left out; with no such subfolder, the root images are one unlabeled set (class 0).
+  left out; with no such subfolder, the root images are one unlabeled set (class 0). Links are
+  followed once: every real file and folder is read at most once, where it lies if that is in
+  the folder, else through the first link to it in sorted order; a link to a folder already read
+  (one back up the tree, or to another class) ends there.
   """
+  seen = {_identity(folder)}  # (st_dev, st_ino) of every folder and file read.
+  found = collections.defaultdict(list)  # Image paths by subfolder index; the root's under None.
+  # (index, path) still to read: what lies in the folder first, then the links met on the way.
+  queue = collections.deque()
 
-  def images_under(top: str, recursive: bool) -> list[str]:
-    found = []
-    for root, dirs, names in os.walk(top, followlinks=True):
-      dirs[:] = sorted(d for d in dirs if not d.startswith('.')) if recursive else []
-      found += [
-        os.path.join(root, n)
-        for n in sorted(names)
-        if not n.startswith('.') and n.lower().endswith(IMAGE_EXTENSIONS)
-      ]
-    return found
+  def first_visit(path: str) -> bool:
+    try:
+      identity = _identity(path)
+    except OSError:  # A broken link: kept, so that it is reported as unreadable.
+      return True
+    if identity in seen:
+      return False
+    seen.add(identity)
+    return True
 
-  subfolders = sorted(
-    e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith('.')
-  )
-  by_class = {name: images_under(os.path.join(folder, name), True) for name in subfolders}
-  class_names = [name for name in subfolders if by_class[name]]
-  root = images_under(folder, False)
-  if not class_names:
-    return [(path, 0) for path in root], []
-  if root:
-    logger.warning(
-      'data.folder=%s: %d images in its root are ignored, since its subfolders are the classes',
-      folder,
-      len(root),
+  def visit(c: int | None, root: str, names: list[str], dirs: list[str]) -> list[str]:
+    """Adds the images among `names` in `root` to `c`, queueing links; returns the dirs to walk."""
+    walk = []
+    images = [n for n in names if n.lower().endswith(IMAGE_EXTENSIONS)]
+    for name in sorted(images) + sorted(dirs):
+      path = os.path.join(root, name)
+      if name.startswith('.'):
+        continue
+      if os.path.islink(path):
+        queue.append((c, path))
+      elif first_visit(path):
+        if name in dirs:
+          walk.append(name)
+        else:
+          found[c].append(path)
+    return walk
+
+  def drain() -> None:
+    while queue:
+      c, path = queue.popleft()
+      if not first_visit(path):
+        continue
+      if os.path.isdir(path):
+        for root, dirs, names in os.walk(path):
+          dirs[:] = visit(c, root, names, dirs)
+      else:
+        found[c].append(path)
+
+  with os.scandir(folder) as entries:
+    is_dir = {e.name: e.is_dir() for e in entries}
+  subfolders = sorted(name for name, d in is_dir.items() if d and not name.startswith('.'))
+  tops = [(c, os.path.join(folder, name)) for c, name in enumerate(subfolders)]
+  # Subfolders lying in the root are read before those linked there: an image's class is the
+  # subfolder it lies in.
+  queue.extend(sorted(tops, key=lambda top: os.path.islink(top[1])))
+  drain()
+  visit(None, folder, [name for name, d in is_dir.items() if not d], [])
+  drain()
+  classes = [c for c in range(len(subfolders)) if found[c]]
+  if not classes:
+    return [(path, 0) for path in found[None]], []
+  if found[None]:
+    _warn(
+      f'data.folder={folder}: {len(found[None])} images in its root are ignored, since its '
+      'subfolders are the classes'
     )
-  return [(path, c) for c, name in enumerate(class_names) for path in by_class[name]], class_names
+  labelled = [(path, i) for i, c in enumerate(classes) for path in found[c]]
+  return labelled, [subfolders[c] for c in classes]
+
+
+def _identity(path: str) -> tuple[int, int]:
+  stat = os.stat(path)
+  return stat.st_dev, stat.st_ino
 
 
 def _stat(folder: str, path: str) -> list[Any]:
-  stat = os.stat(path)
+  try:
+    stat = os.stat(path)
+  except FileNotFoundError:  # A broken link (skipped as unreadable): the link's own.
+    stat = os.lstat(path)
   return [os.path.relpath(path, folder), stat.st_size, stat.st_mtime_ns]
+
+
+def _warn(message: str) -> None:
+  """One line on stderr: launch.py keeps absl's logging to errors, so a log record would not show."""
+  # Control characters in a file name (a newline) escaped as repr() would, like launch.printable.
+  message = ''.join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+  print(f'warning: {message}', file=sys.stderr, flush=True)
 
 
 def _hash(value: Any) -> str:
@@ -242,13 +296,9 @@ def _decode(folder, files, class_names, image_size, channels, resize, background
     )
   if skipped:
     more = f' and {len(skipped) - NAMED_SKIPPED} more' if len(skipped) > NAMED_SKIPPED else ''
-    logger.warning(
-      'data.folder=%s: skipped %d unreadable of %d images: %s%s',
-      folder,
-      len(skipped),
-      len(files),
-      ', '.join(skipped[:NAMED_SKIPPED]),
-      more,
+    _warn(
+      f'data.folder={folder}: skipped {len(skipped)} unreadable of {len(files)} images: '
+      f'{", ".join(skipped[:NAMED_SKIPPED])}{more}'
     )
   kept = [(image, c) for image, (_, c) in zip(decoded, files) if image is not None]
   labels = np.array([c for _, c in kept], np.int64)

@@ -1,4 +1,5 @@
-"""Tests for gan_jax.folder: decoding, resizing, the split, the cache and bad input."""
+"""Tests for gan_jax.folder: decoding, resizing, the split, the cache, links, bad input, and
+its warnings as launch.py prints them."""
 
 import os
 import pathlib
@@ -9,6 +10,7 @@ from conftest import offline
 import numpy as np
 from PIL import Image
 import pytest
+from test_reliability import QUIET, launch, launch_env, stderr_lines
 
 from gan_jax import folder, images
 
@@ -60,16 +62,10 @@ def prepared(tmp_path_factory):
   root = tmp_path_factory.mktemp('fruit')
   write_classes(root)
   data_dir = str(tmp_path_factory.mktemp('tfds'))
-  with offline(), mock.patch.object(folder.logger, 'warning') as warning:
+  with offline():
     data = folder.prepare(str(root), data_dir, 16, test_fraction=0.2)
   splits = {split: data.load(split) for split in ('train', 'test')}
-  return {
-    'root': root,
-    'data_dir': data_dir,
-    'data': data,
-    'splits': splits,
-    'warnings': warning.call_args_list,
-  }
+  return {'root': root, 'data_dir': data_dir, 'data': data, 'splits': splits}
 
 
 def test_load_image_crop_keeps_the_centre_square(tmp_path):
@@ -177,12 +173,34 @@ def test_prepared_classes_are_sorted_subfolders(prepared):
   assert 'tensorflow' not in sys.modules
 
 
-def test_prepared_warns_once_naming_the_unreadable_file(prepared):
-  lines = [call.args[0] % call.args[1:] for call in prepared['warnings']]
-  skipped = [line for line in lines if 'unreadable' in line]
-  assert len(skipped) == 1 and 'apples/corrupt.png' in skipped[0] and '\n' not in skipped[0]
-  assert not any('notes.txt' in line for line in lines)
-  assert any('1 images in its root are ignored' in line for line in lines)
+def test_launch_prints_each_warning_on_one_line(tmp_path):
+  """What the builder tells a user reaches launch.py's terminal (its absl logs only errors)."""
+  root = tmp_path / 'fruit'
+  write_classes(root)
+  result = launch(
+    '--config=configs/dcgan64.py:smoke',
+    f'--workdir={tmp_path / "run"}',
+    '--config.data.name=folder',
+    f'--config.data.folder={root}',
+    '--config.data.image_size=16',
+    '--config.train.num_steps=2',
+    *QUIET,
+    env=launch_env(HOME=str(tmp_path / 'home'), TFDS_DATA_DIR=str(tmp_path / 'tfds')),
+  )
+  assert result.returncode == 0, result.stderr[-2000:]
+  lines = [line for line in stderr_lines(result.stderr) if line.startswith('warning: ')]
+  assert lines == [
+    f'warning: data.folder={root}: 1 images in its root are ignored, since its subfolders are '
+    'the classes',
+    f'warning: data.folder={root}: skipped 1 unreadable of {2 * PER_CLASS + 1} images: '
+    'apples/corrupt.png',
+  ], result.stderr[-2000:]
+  assert 'notes.txt' not in result.stderr
+
+
+def test_warn_keeps_a_file_name_on_one_line(capsys):
+  folder._warn('skipped a\nb.png')
+  assert capsys.readouterr().err == 'warning: skipped a\\nb.png\n'
 
 
 def test_stratified_split(prepared):
@@ -312,3 +330,34 @@ def test_bad_input(tmp_path, make, kwargs, message):
 def test_half_unreadable_is_still_fine(tmp_path):
   data = folder.prepare(bad_folder(tmp_path, 2, 2), str(tmp_path / 'tfds'), 8, test_fraction=0)
   assert data.num_skipped == 2 and len(data.load('train')[1]) == 2
+
+
+def test_links_are_followed_once(tmp_path):
+  root, outside = tmp_path / 'links', tmp_path / 'outside'
+  for path, colour, count in ((root / 'a', RED, 3), (root / 'b', BLUE, 2), (outside, GREEN, 4)):
+    path.mkdir(parents=True)
+    for i in range(count):
+      solid(path / f'{i}.png', colour)
+  (root / 'b' / 'loop').symlink_to('..')  # Back to the root: ends there.
+  (root / 'a' / 'other').symlink_to('../b')  # Another class: read as that class.
+  (root / 'a' / 'dup.png').symlink_to('../b/0.png')  # Read where it lies, in b.
+  # Out of the folder, linked twice: read once, through the first link (in a).
+  (root / 'a' / 'out').symlink_to(outside)
+  (root / 'b' / 'out').symlink_to(outside)
+  (root / 'b' / 'gone.png').symlink_to('missing.png')  # Broken: skipped as unreadable.
+  data_dir = str(tmp_path / 'tfds')
+  data = folder.prepare(str(root), data_dir, 8, test_fraction=0)
+  assert data.class_names == ['a', 'b'] and data.num_skipped == 1
+  images, labels = data.load('train')
+  colours = np.argmax(images.mean((1, 2)), -1)  # 0 red, 1 green, 2 blue.
+  assert (
+    sorted(zip(colours.tolist(), labels.tolist())) == [(0, 0)] * 3 + [(1, 0)] * 4 + [(2, 1)] * 2
+  )
+
+  # The fingerprint is of what is read: one more loop changes nothing, a linked file does.
+  (root / 'a' / 'loop').symlink_to('..')
+  with mock.patch.object(folder, '_decode', side_effect=AssertionError('rebuilt')):
+    assert folder.prepare(str(root), data_dir, 8, test_fraction=0) == data
+  solid(outside / '4.png', GREEN)
+  again = folder.prepare(str(root), data_dir, 8, test_fraction=0)
+  assert np.bincount(again.load('train')[1]).tolist() == [8, 2]
