@@ -27,6 +27,8 @@ from absl import app, flags, logging
 import ml_collections
 from ml_collections import config_flags
 
+from gan_jax.errors import BadInput  # no JAX: bad flags are reported before it loads
+
 
 class ConfigFlag(NamedTuple):
   """The --config flag and the arguments its overrides are read from (`parse_into` sets them)."""
@@ -195,7 +197,7 @@ def bug_line(error: BaseException, workdir: str) -> str:
 
 def outcome(error: BaseException, workdir: str) -> tuple[int, str]:
   """The exit status and the one stderr line of an exception that ended a run."""
-  if isinstance(error, ValueError):  # bad input, found by a check, with the data or checkpoints
+  if isinstance(error, BadInput):  # found by a check, with the config, data or checkpoints
     return 2, f'error: {one_line(error)}'
   if isinstance(error, KeyboardInterrupt):
     return 128 + signal.SIGINT.value, 'stopped: SIGINT'
@@ -294,12 +296,16 @@ def split_entry_overrides(argv: list[str]) -> tuple[list[str], list[tuple[str, s
 
 
 def entry_value(text: str, current):
-  """The value of `--config.FIELD.KEY=TEXT`: a Python literal (`10`, `True`, `(64, 128)`), else
-  the text itself; a float entry stays a float (`=1` gives 1.0), as config_flags would give."""
+  """The value of `--config.FIELD.KEY=TEXT`: a Python literal (`10`, `True`, `(64, 128)`), a
+  float (`nan`, `inf`), else the text itself; a float entry stays a float (`=1` gives 1.0), as
+  config_flags would give."""
   try:
     value = ast.literal_eval(text)
   except (ValueError, SyntaxError, MemoryError, RecursionError):
-    value = {'true': True, 'false': False}.get(text.lower(), text)
+    try:
+      value = float(text)
+    except ValueError:
+      value = {'true': True, 'false': False}.get(text.lower(), text)
   if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
     return float(value)
   return value
@@ -316,18 +322,21 @@ def parse_into(
   try:
     flag_values(rest)
   except Exception as error:  # ml_collections raises whatever get_config or its import raised
-    raise ValueError(config_load_error(rest, error)) from None
+    raise BadInput(config_load_error(rest, error)) from None
   if not isinstance(config.value, ml_collections.ConfigDict):
     config_flag = flag_values['config'].serialize().split('=', 1)[1]
-    raise ValueError(
+    raise BadInput(
       printable(f'--config={config_flag} could not be loaded: it must be a file with get_config()')
     )
   for field, key, text in entries:
-    section = config.value
-    for part in field.split('.'):
-      section = section[part]
-    with config.value.unlocked():
-      section[key] = entry_value(text, section.get(key))
+    *path, name = field.split('.')
+    parent = config.value
+    for part in path:
+      parent = parent[part]
+    values = parent[name].to_dict()
+    values[key] = entry_value(text, values.get(key))
+    with config.value.unlocked():  # the whole dict anew: the checks judge the entry's type
+      parent[name] = values
   return config.value
 
 
@@ -335,7 +344,7 @@ def parse_flags(argv):
   """absl's parser, with a config file or override that fails to load reported as bad input."""
   try:
     parse_into(flags.FLAGS, ARGS.config, argv)
-  except ValueError as error:
+  except BadInput as error:
     fail(str(error))
   return argv[:1]
 

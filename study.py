@@ -20,8 +20,9 @@ import time
 from absl import app, flags, logging
 import numpy as np
 
-from gan_jax import data, train
-from gan_jax.logging import atomic_write_bytes, save_figure
+from gan_jax import checks, data, train
+from gan_jax.errors import BadInput
+from gan_jax.writers import atomic_write_bytes, save_figure
 
 # Each system: the runs' name prefix → (configs/<name>.py, its variant, its label).
 SYSTEMS = {
@@ -68,15 +69,13 @@ def read_eval(workdir: str) -> dict | None:
 
 
 def check_budgets(budgets, seeds: int, variant: str) -> None:
-  """Every budget fits the data, checked before hours of training (a one-line ValueError)."""
+  """Every budget fits the data, checked before hours of training (a one-line BadInput)."""
   if seeds < 1:
-    raise ValueError(f'seeds={seeds} must be >= 1')
-  config = run_config('sgan', budgets[0], 0, variant)
-  dataset = data.open_dataset(config.data)
+    raise BadInput(f'seeds={seeds} must be >= 1')
+  dataset = data.open_dataset(run_config('sgan', budgets[0], 0, variant).data)
   _, labels = dataset.split('train')
   for budget in budgets:
-    for seed in range(seeds):
-      data.labeled_subset(labels, budget, dataset.num_classes, seed)
+    checks.check_data(run_config('sgan', budget, 0, variant), len(labels), np.bincount(labels))
 
 
 def run_one(config, workdir: str) -> tuple[dict, float | None]:
@@ -246,7 +245,7 @@ def main(argv):
     raise app.UsageError(f'--budgets={",".join(_BUDGETS.value)}: integers expected') from None
   try:
     run_study(budgets, _SEEDS.value, _OUT.value, _STEPS.value, _VARIANT.value)
-  except ValueError as error:  # a bad budget, config or data dir: one line, as launch.py does
+  except BadInput as error:  # a bad budget, config or data dir: one line, as launch.py does
     print(f'error: {error}', file=sys.stderr)
     sys.exit(2)
   with open(os.path.join(_OUT.value, 'study.md')) as f:

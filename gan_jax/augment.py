@@ -17,6 +17,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from gan_jax.errors import BadInput
+
 Array = jax.Array
 
 TRANSLATION_RATIO = 0.125  # shift by up to 1/8 of the image size
@@ -126,7 +128,7 @@ def parse_policy(text: str) -> tuple[str, ...]:
   names = tuple(name.strip() for name in text.split(',') if name.strip())
   unknown = [name for name in names if name not in _TRANSFORMS]
   if unknown:
-    raise ValueError(
+    raise BadInput(
       f'data.augment={text!r}: unknown {", ".join(unknown)}; '
       f'valid choices: {", ".join(sorted(POLICIES))}'
     )

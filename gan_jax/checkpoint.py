@@ -11,6 +11,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from gan_jax import parallel
+from gan_jax.errors import BadInput
 
 
 class Checkpointer:
@@ -66,7 +67,7 @@ class Checkpointer:
     # A partial restore leaves what the checkpoint lacks as it was asked for: abstract.
     for name, value in restored.items():
       if any(isinstance(leaf, jax.ShapeDtypeStruct) for leaf in jax.tree.leaves(value)):
-        raise ValueError(
+        raise BadInput(
           f'checkpoint {os.path.join(self.directory, str(step))} cannot be read: it has no '
           f'{name!r}, an option its run did not use; resume with that option off'
         )
@@ -77,7 +78,7 @@ class Checkpointer:
       return self.manager.restore(step, args=ocp.args.Composite(**items))
     except Exception as error:  # orbax raises many types for damaged files; all mean the same here
       reason = (str(error).strip().splitlines() or [''])[0].split(' See ')[0][:160]
-      raise ValueError(
+      raise BadInput(
         f'checkpoint {os.path.join(self.directory, str(step))} cannot be read '
         f'({type(error).__name__}: {reason}); move it away to resume from an earlier one, '
         'or use another workdir'

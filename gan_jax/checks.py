@@ -17,6 +17,7 @@ from ml_collections import ConfigDict
 
 from gan_jax import augment, losses, models
 from gan_jax.domains import show
+from gan_jax.errors import BadInput
 from gan_jax.fields import BEFORE, INT32_MAX, RESUMABLE, check_fields
 
 
@@ -43,11 +44,11 @@ def check_sigmoid_head(config: ConfigDict) -> None:
     return  # a D without the field refuses model.d_kwargs.sigmoid_head when built
   having = [n for n, m in models.DISCRIMINATORS.items() if 'sigmoid_head' in models.model_fields(m)]
   if name in having:
-    raise ValueError(
+    raise BadInput(
       f"{terms[0]} reads D's real/fake sigmoid head: set model.d_kwargs.sigmoid_head=True "
       f'(model.discriminator={name!r} has it off by default)'
     )
-  raise ValueError(
+  raise BadInput(
     f"{terms[0]} reads D's real/fake sigmoid head, which model.discriminator={name!r} lacks; use "
     f'model.discriminator={" or ".join(map(repr, having))} with model.d_kwargs.sigmoid_head=True'
   )
@@ -59,12 +60,12 @@ def check_augment_target(config: ConfigDict) -> None:
   if not target:
     return
   if not augment.parse_policy(config.data.augment):
-    raise ValueError(
+    raise BadInput(
       f'data.augment_target={target} adapts how often data.augment applies, but '
       f"data.augment={config.data.augment!r} is off; set it too, e.g. 'translation,cutout,color'"
     )
   if 'real' not in losses.outputs_needed(config.loss.d_terms, losses.D_TERMS):
-    raise ValueError(
+    raise BadInput(
       f"data.augment_target={target} reads D's logits on the real batch, which no term of "
       f'loss.d_terms={show(config.loss.d_terms)} scores'
     )
@@ -75,27 +76,27 @@ def check_config(config: ConfigDict) -> None:
   check_fields(config)
   last_seed = config.seed + config.num_seeds - 1
   if last_seed > INT32_MAX:
-    raise ValueError(
+    raise BadInput(
       f'seed={config.seed} with num_seeds={config.num_seeds} goes past '
       f'{INT32_MAX}: seeds seed .. seed+num_seeds-1 must fit an int32'
     )
   if config.train.num_steps * config.train.d_steps > INT32_MAX:  # D's batch index is an int32
-    raise ValueError(
+    raise BadInput(
       f'train.num_steps={config.train.num_steps} times train.d_steps='
       f'{config.train.d_steps} must be at most {INT32_MAX}'
     )
   name, images = config.data.name, config.data.folder
   if images and name != 'folder':
-    raise ValueError(
+    raise BadInput(
       f"data.folder={images!r} is only read with data.name='folder', not data.name={name!r}"
     )
   if name == 'folder' and not (images and os.path.isdir(images)):
-    raise ValueError(
+    raise BadInput(
       f"data.name='folder' needs data.folder=PATH, a folder of images; "
       f'data.folder={images!r} is {"not a folder" if images else "not set"}'
     )
   if not any(config.loss.d_terms.values()):
-    raise ValueError(
+    raise BadInput(
       f'loss.d_terms={show(config.loss.d_terms)} must give a term a weight > 0: D would not train'
     )
   check_sigmoid_head(config)
@@ -109,10 +110,10 @@ def check_config(config: ConfigDict) -> None:
     ('eval.every', config.eval.every),
   ):
     if value % per_call:
-      raise ValueError(f'{field}={value} must be a multiple of train.steps_per_call={per_call}')
+      raise BadInput(f'{field}={value} must be a multiple of train.steps_per_call={per_call}')
   for field in ('batch_size', 'labeled_batch_size'):  # batches are split over the devices
     if config.data[field] % jax.device_count():
-      raise ValueError(
+      raise BadInput(
         f'data.{field}={config.data[field]} is not divisible by the {jax.device_count()} devices'
       )
 
@@ -127,7 +128,7 @@ def check_data(config: ConfigDict, num_examples: int, class_counts) -> None:
   for field in ('batch_size', 'labeled_batch_size'):
     size = config.data[field]
     if size > num_examples:
-      raise ValueError(
+      raise BadInput(
         f'data.{field}={size} is larger than the {num_examples} images of the {name!r} train split'
       )
   terms = label_terms(config)
@@ -136,16 +137,16 @@ def check_data(config: ConfigDict, num_examples: int, class_counts) -> None:
   num_labeled, num_classes = config.data.num_labeled, len(class_counts)
   reason = f'{terms[0]} reads labeled examples'
   if not num_classes:
-    raise ValueError(f'data.name={name!r} has no labels, but {reason}')
+    raise BadInput(f'data.name={name!r} has no labels, but {reason}')
   if num_labeled <= 0 or num_labeled % num_classes:
-    raise ValueError(
+    raise BadInput(
       f'data.num_labeled={num_labeled} must be a positive multiple of '
       f'{num_classes} (the number of classes): {reason}'
     )
   per_class, fewest = num_labeled // num_classes, min(class_counts)
   if per_class > fewest:
     smallest = list(class_counts).index(fewest)
-    raise ValueError(
+    raise BadInput(
       f'data.num_labeled={num_labeled} needs {per_class} examples per class but '
       f'class {smallest} has {fewest}; the limit is {fewest * num_classes}'
     )
@@ -155,16 +156,16 @@ def check_workdir(workdir: str) -> None:
   """A workdir must be a directory we can write, or creatable; checked without creating it."""
   path = os.path.abspath(workdir)
   if os.path.exists(path) and not os.path.isdir(path):
-    raise ValueError(f'workdir={workdir!r} is a file, not a directory')
+    raise BadInput(f'workdir={workdir!r} is a file, not a directory')
   existing = path
   while not os.path.exists(existing):
     existing = os.path.dirname(existing)
   if not os.path.isdir(existing):
-    raise ValueError(f'workdir={workdir!r} cannot be created: {existing!r} is a file')
+    raise BadInput(f'workdir={workdir!r} cannot be created: {existing!r} is a file')
   try:  # os.access says yes to root on any file system: try for real, leaving nothing behind
     os.rmdir(tempfile.mkdtemp(dir=existing))
   except OSError as error:
-    raise ValueError(f'workdir={workdir!r} is not writable: {error.strerror}') from None
+    raise BadInput(f'workdir={workdir!r} is not writable: {error.strerror}') from None
 
 
 def check_image_shape(config: ConfigDict, generator, image_shape) -> None:
@@ -174,7 +175,7 @@ def check_image_shape(config: ConfigDict, generator, image_shape) -> None:
   init = lambda z, y: generator.init_with_output(jax.random.PRNGKey(0), z, y, train=False)[0]
   produced = jax.eval_shape(init, z, labels)
   if tuple(produced.shape[1:]) != tuple(image_shape):
-    raise ValueError(
+    raise BadInput(
       f'data.image_size={config.data.image_size}: model.generator={config.model.generator!r} '
       f'produces {"x".join(map(str, produced.shape[1:]))} images, the data is '
       f'{"x".join(map(str, image_shape))}'
@@ -206,7 +207,7 @@ def check_resumable(saved: Mapping, config: ConfigDict, workdir: str) -> None:
   )
   if changed:
     diffs = ', '.join(f'{k}: {old.get(k)!r} -> {new.get(k)!r}' for k in changed)
-    raise ValueError(
+    raise BadInput(
       f'workdir={workdir!r} holds checkpoints of another config ({diffs}); use '
       'another workdir, or --config.train.allow_config_change=True to resume anyway'
     )
@@ -215,7 +216,7 @@ def check_resumable(saved: Mapping, config: ConfigDict, workdir: str) -> None:
 def check_memory(config: ConfigDict, needed: int, capacity: int) -> None:
   """The compiled step must fit one device: `needed` bytes (XLA's estimate) against `capacity`."""
   if needed > capacity:
-    raise ValueError(
+    raise BadInput(
       f'data.batch_size={config.data.batch_size}: the training step needs about '
       f'{needed / 2**30:.1f} GiB of device memory, the device has '
       f'{capacity / 2**30:.1f} GiB; lower data.batch_size (or the model widths)'

@@ -9,6 +9,8 @@ from typing import Any
 
 from ml_collections import ConfigDict
 
+from gan_jax.errors import BadInput
+
 
 @dataclasses.dataclass(frozen=True)
 class Domain:
@@ -51,8 +53,8 @@ class Domain:
     return ' '.join(part for part in (what, ' and '.join(bounds), self.note) if part)
 
 
-def _choice_error(field: str, value: Any, choices) -> ValueError:
-  return ValueError(
+def _choice_error(field: str, value: Any, choices) -> BadInput:
+  return BadInput(
     f'{field}={show(value)} is not valid; valid choices: '
     f'{", ".join(sorted(map(str, choices))) or "none"}'
   )
@@ -112,31 +114,31 @@ def check_value(field: str, value: Any, domain: Domain) -> None:
     return
   if domain.kind == 'names':
     if not isinstance(value, str):
-      raise ValueError(f'{field}={show(value)} must be {domain.describe()}')
+      raise BadInput(f'{field}={show(value)} must be {domain.describe()}')
     unknown = [n.strip() for n in value.split(',') if n.strip() and n.strip() not in domain.choices]
     if unknown:
-      raise ValueError(
+      raise BadInput(
         f'{field}={show(value)}: {unknown[0]!r} is not valid; valid choices: '
         f'{", ".join(sorted(domain.choices))}'
       )
     return
   if domain.kind == 'weights':
     if not is_mapping(value):
-      raise ValueError(f'{field}={show(value)} must be {domain.describe()}')
+      raise BadInput(f'{field}={show(value)} must be {domain.describe()}')
     weight = Domain('float', ge=0)
     for name, w in value.items():
       if name not in domain.choices:
-        raise ValueError(
+        raise BadInput(
           f'{field}.{name} is not a loss term; valid choices: {", ".join(sorted(domain.choices))}'
         )
       check_value(f'{field}.{name}', w, weight)
     return
   if domain.kind == 'kwargs':
     if not (is_mapping(value) and all(isinstance(k, str) for k in value)):
-      raise ValueError(f'{field}={show(value)} must be {domain.describe()}')
+      raise BadInput(f'{field}={show(value)} must be {domain.describe()}')
     bad = _nonfinite(value, field)
     if bad:
-      raise ValueError(f'{bad} is not finite: a model argument must be')
+      raise BadInput(f'{bad} is not finite: a model argument must be')
     return
   valid = {
     'int': _is_int,
@@ -148,4 +150,4 @@ def check_value(field: str, value: Any, domain: Domain) -> None:
     ),
   }[domain.kind]
   if not (valid(value) and (domain.kind not in ('int', 'float') or _in_range(value, domain))):
-    raise ValueError(f'{field}={show(value)} must be {domain.describe()}')
+    raise BadInput(f'{field}={show(value)} must be {domain.describe()}')

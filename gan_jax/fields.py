@@ -16,6 +16,7 @@ from ml_collections import ConfigDict
 
 from gan_jax import augment, data, images, losses, models
 from gan_jax.domains import Domain, check_value, is_mapping, show
+from gan_jax.errors import BadInput
 from gan_jax.state import OPTIMIZERS
 
 UPDATE_ORDERS = ('alternating', 'simultaneous')
@@ -111,7 +112,9 @@ FIELDS: dict[str, Field] = {
     resumable=True,
     before=2**30,
   ),
-  'data.channels': _choice(1, '1 (grey) or 3 (RGB): the data is converted to it', (1, 3), before=1),
+  'data.channels': _choice(
+    1, '1 (grey) or 3 (RGB): the data is converted to it', data.CHANNELS, before=1
+  ),
   'data.folder': Field(
     '', "data.name='folder': your images, one subfolder per class", Domain('str'), before=''
   ),
@@ -324,30 +327,30 @@ def _leaves(tree, prefix: str = '') -> dict[str, Any]:
   return flat
 
 
-def unknown_field_error(name: str) -> ValueError:
+def unknown_field_error(name: str) -> BadInput:
   """'x.y is not a config field; valid fields of x: ...' (or of the loss terms)."""
   if not name.isprintable():  # a key drawn with a newline must not break the one-line error
     name = name.encode('unicode_escape').decode()
   if name in FIELDS or name in SECTIONS:  # optional, and absent from this config
-    return ValueError(
+    return BadInput(
       f'{name} is not set in this config, so it cannot be overridden; set it in the config file'
     )
   section, _, key = name.rpartition('.')
   domain = FIELDS[section].domain if section in FIELDS else None
   kind = domain.kind if domain else None
   if kind == 'weights' and key in domain.choices:  # reached as a section: `r1.x`
-    return ValueError(f'{name} is a loss weight, a number: it has no fields')
+    return BadInput(f'{name} is a loss weight, a number: it has no fields')
   if kind == 'weights':
-    return ValueError(
+    return BadInput(
       f'{name} is not a loss term; valid choices: {", ".join(sorted(domain.choices))}'
     )
   if kind == 'kwargs':  # reached as a section: `spectral_norm.x`
-    return ValueError(f'{name} is a model argument: set it whole, --config.{name}=VALUE')
+    return BadInput(f'{name} is a model argument: set it whole, --config.{name}=VALUE')
   while section and section not in SECTIONS:
     section = section.rpartition('.')[0]
   prefix = f'{section}.' if section else ''
   valid = sorted({f[len(prefix) :].split('.')[0] for f in FIELDS if f.startswith(prefix)})
-  return ValueError(
+  return BadInput(
     f'{name} is not a config field; valid fields of {section or "the config"}: {", ".join(valid)}'
   )
 
@@ -358,14 +361,14 @@ def check_fields(config: ConfigDict) -> None:
   for name, value in values.items():
     if name in SECTIONS:
       if not is_mapping(value):
-        raise ValueError(f'{name}={show(value)} must be a section: a dict of its fields')
+        raise BadInput(f'{name}={show(value)} must be a section: a dict of its fields')
     elif name not in FIELDS:
       raise unknown_field_error(name)
   for name, field in FIELDS.items():
     if name in values:
       check_value(name, values[name], field.domain)
     elif not field.domain.optional:
-      raise ValueError(f'{name} is missing from the config')
+      raise BadInput(f'{name} is missing from the config')
 
 
 def reference() -> str:

@@ -30,6 +30,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 import tqdm
 
+from gan_jax.errors import BadInput
 from gan_jax.images import IMAGE_EXTENSIONS, RESIZE_MODES, load_image
 from gan_jax.records import read_split
 
@@ -95,25 +96,23 @@ def prepare(
 ) -> FolderData:
   """Builds the data set of `folder` under `data_dir`, or reuses the copy there if current."""
   if not os.path.isdir(folder):
-    raise ValueError(f'data.folder={folder} does not exist')
+    raise BadInput(f'data.folder={folder} does not exist')
   if channels not in (1, 3):
-    raise ValueError(f'data.channels must be 1 or 3, got {channels}')
+    raise BadInput(f'data.channels must be 1 or 3, got {channels}')
   if resize not in RESIZE_MODES:
-    raise ValueError(f'data.resize must be one of {", ".join(RESIZE_MODES)}, got {resize!r}')
+    raise BadInput(f'data.resize must be one of {", ".join(RESIZE_MODES)}, got {resize!r}')
   if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-    raise ValueError(f'data.image_size must be a positive integer, got {image_size!r}')
+    raise BadInput(f'data.image_size must be a positive integer, got {image_size!r}')
   if len(background) != 3 or not all(
     isinstance(v, (int, np.integer)) and 0 <= v <= 255 for v in background
   ):
-    raise ValueError(f'data.background must be 3 integers in 0..255, got {tuple(background)}')
+    raise BadInput(f'data.background must be 3 integers in 0..255, got {tuple(background)}')
   background = tuple(int(v) for v in background)
-  if not 0 <= test_fraction < 1:
-    raise ValueError(f'data.test_fraction must be in [0, 1), got {test_fraction}')
 
   folder = os.path.abspath(folder)
   files, class_names = _scan(folder)
   if not files:
-    raise ValueError(
+    raise BadInput(
       f'data.folder={folder} has no image ({", ".join(IMAGE_EXTENSIONS)}), in its root '
       'or in subfolders'
     )
@@ -288,9 +287,9 @@ def _decode(folder, files, class_names, image_size, channels, resize, background
     os.path.relpath(path, folder) for (path, _), image in zip(files, decoded) if image is None
   ]
   if len(skipped) == len(files):
-    raise ValueError(f'data.folder={folder} has no readable image ({len(files)} unreadable)')
+    raise BadInput(f'data.folder={folder} has no readable image ({len(files)} unreadable)')
   if 2 * len(skipped) > len(files):
-    raise ValueError(
+    raise BadInput(
       f'data.folder={folder}: {len(skipped)} of {len(files)} images are '
       f'unreadable, e.g. {", ".join(skipped[:NAMED_SKIPPED])}'
     )
@@ -330,7 +329,7 @@ class LocalFolder(tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     if self._examples is None:
-      raise ValueError(
+      raise BadInput(
         f'{self.name}/{self.builder_config.name} is not prepared in '
         f'{self._data_dir_root}: prepare it with gan_jax.folder.prepare'
       )

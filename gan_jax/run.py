@@ -10,7 +10,7 @@ import numpy as np
 
 from gan_jax import checks, data, evaluation, losses, models, parallel, stream
 from gan_jax.checkpoint import Checkpointer
-from gan_jax.logging import save_image_grid
+from gan_jax.errors import BadInput
 from gan_jax.seeds import Seeds
 from gan_jax.state import (
   GRID_STREAM,
@@ -21,6 +21,7 @@ from gan_jax.state import (
   create_state,
   stream_key,
 )
+from gan_jax.writers import save_image_grid
 
 GRID_COLUMNS = 10  # a sample grid has one row per class
 
@@ -48,7 +49,7 @@ class Run:
       self.objective.needs_labels or config.model.generator in models.CONDITIONAL_GENERATORS
     )
     if needs_labels and not self.dataset.labeled:
-      raise ValueError(
+      raise BadInput(
         f'data.folder={config.data.folder!r} has no class subfolders, and this '
         'system needs labels; put the images of each class in a subfolder of its own'
       )
@@ -228,5 +229,5 @@ def latest_run(config: ConfigDict, workdir: str, purpose: str) -> Run:
   run = Run(config, workdir)
   run.checkpointer.close()
   if run.start_step == 0:
-    raise ValueError(f'workdir={workdir!r} has no checkpoint to {purpose}')
+    raise BadInput(f'workdir={workdir!r} has no checkpoint to {purpose}')
   return run

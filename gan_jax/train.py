@@ -11,9 +11,9 @@ import numpy as np
 import tqdm
 
 from gan_jax import checks, diagnosis, evaluation, parallel
-from gan_jax.logging import MetricWriter, NullWriter, atomic_write_bytes
 from gan_jax.run import Run, latest_run
 from gan_jax.step import build_step
+from gan_jax.writers import MetricWriter, NullWriter, atomic_write_bytes
 
 
 class NonFiniteError(FloatingPointError):

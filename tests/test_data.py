@@ -6,12 +6,13 @@ import sys
 from conftest import mock_tfds, offline
 import jax
 import jax.numpy as jnp
-from ml_collections import ConfigDict
 import numpy as np
 from PIL import Image
 import pytest
 
-from gan_jax import data
+from configs import default
+from gan_jax import checks, data
+from gan_jax.errors import BadInput
 
 
 @pytest.fixture(scope='session')
@@ -71,14 +72,6 @@ def test_standard_name_not_prepared_is_a_one_line_error(tmp_path):
   assert '--file_format=array_record' in message and 'mnist5k' in message
 
 
-def test_unknown_dataset_is_a_one_line_error():
-  with pytest.raises(ValueError) as error:
-    data.load_split('foo', 'train')
-  assert str(error.value) == (
-    "data.name='foo' is not a tfds data set; valid choices: fashion_mnist, mnist, mnist5k"
-  )
-
-
 def test_missing_data_dir_is_a_one_line_error(tmp_path):
   missing = str(tmp_path / 'nowhere')
   with pytest.raises(ValueError, match='data.data_dir') as error:
@@ -106,14 +99,20 @@ def test_labeled_subset_is_balanced_sorted_and_seeded():
 
 
 @pytest.mark.parametrize('num_labeled', [0, -10, 25])
-def test_labeled_subset_rejects_non_multiples(num_labeled):
-  with pytest.raises(ValueError, match='data.num_labeled'):
-    data.labeled_subset(LABELS, num_labeled, 10, seed=0)
+def test_a_label_budget_that_is_no_multiple_is_refused_before_the_subset(num_labeled):
+  config = default.base()
+  config.loss.d_terms = {'sgan_labeled': 1.0}
+  config.data.num_labeled = num_labeled
+  with pytest.raises(BadInput, match='data.num_labeled'):
+    checks.check_data(config, len(LABELS), np.bincount(LABELS))
 
 
-def test_labeled_subset_rejects_too_many():
-  with pytest.raises(ValueError, match='data.num_labeled=510.*limit is 500'):
-    data.labeled_subset(LABELS, 510, 10, seed=0)
+def test_a_label_budget_past_the_smallest_class_is_refused():
+  config = default.base()
+  config.loss.d_terms = {'sgan_labeled': 1.0}
+  config.data.num_labeled = 510
+  with pytest.raises(BadInput, match='data.num_labeled=510.*limit is 500'):
+    checks.check_data(config, len(LABELS), np.bincount(LABELS))
 
 
 def test_pad_to_centres_the_image():
@@ -171,15 +170,8 @@ def test_batch_indices_small_pool_samples_with_replacement():
 
 @pytest.mark.parametrize('image_size, channels', [(28, 1), (32, 1), (32, 3)])
 def test_open_dataset_pads_and_converts_the_embedded_data(image_size, channels):
-  config = ConfigDict(
-    {
-      'name': 'mnist5k',
-      'data_dir': '',
-      'image_size': image_size,
-      'channels': channels,
-      'folder': '',
-    }
-  )
+  config = default.base().data
+  config.image_size, config.channels = image_size, channels
   dataset = data.open_dataset(config)
   assert dataset.labeled and dataset.num_classes == 10
   images, labels = dataset.split('test')
@@ -208,11 +200,10 @@ def test_rgb_to_grey_is_pillows_luma():
     ('folder', '/somewhere', "data.folder='/somewhere' is only read with data.name='folder'"),
   ],
 )
-def test_open_dataset_bad_input_is_one_line(field, value, message):
-  config = ConfigDict(
-    {'name': 'mnist5k', 'data_dir': '', 'image_size': 28, 'channels': 1, 'folder': ''}
-  )
-  config[field] = value
-  with pytest.raises(ValueError) as error:
-    data.open_dataset(config)
+def test_bad_data_fields_are_one_line_before_the_data_opens(field, value, message):
+  """The config is checked once, before data.open_dataset, which then trusts it."""
+  config = default.base()
+  config.data[field] = value
+  with pytest.raises(BadInput) as error:
+    checks.check_config(config)
   assert str(error.value).startswith(message) and '\n' not in str(error.value)

@@ -11,9 +11,9 @@ import pytest
 from test_train import load_config
 
 from gan_jax import losses, models, train
-from gan_jax.logging import read_metrics
 from gan_jax.run import Run
 from gan_jax.step import build_step
+from gan_jax.writers import read_metrics
 
 
 def hinge_real(logits: jax.Array) -> jax.Array:

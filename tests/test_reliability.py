@@ -30,6 +30,7 @@ import pytest
 from test_train import load_config
 
 from gan_jax import data, train
+from gan_jax.errors import BadInput
 from gan_jax.step import CompiledStep
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
@@ -921,7 +922,7 @@ def test_exit_status_and_line_of_each_way_a_run_ends(tmp_path):
   import launch as launcher
 
   workdir = str(tmp_path / 'absent')
-  assert launcher.outcome(ValueError('data.x=1 must be > 1'), workdir) == (
+  assert launcher.outcome(BadInput('data.x=1 must be > 1'), workdir) == (
     2,
     'error: data.x=1 must be > 1',
   )
@@ -933,6 +934,12 @@ def test_exit_status_and_line_of_each_way_a_run_ends(tmp_path):
   assert launcher.outcome(KeyboardInterrupt(), workdir) == (128 + signal.SIGINT, 'stopped: SIGINT')
   with mock.patch.object(launcher.tempfile, 'tempdir', str(tmp_path)):
     status, line = launcher.outcome(ZeroDivisionError('division by zero\nmore'), workdir)
+    assert status == 1
+    assert re.fullmatch(r'error: ZeroDivisionError: division by zero \(traceback: .+\)', line)
+    # Only gan_jax's BadInput is the user's to fix: a ValueError from jax or tfds is a bug.
+    status, line = launcher.outcome(ValueError('Incompatible shapes for broadcasting'), workdir)
   assert status == 1
-  assert re.fullmatch(r'error: ZeroDivisionError: division by zero \(traceback: .+\)', line), line
+  assert re.fullmatch(
+    r'error: ValueError: Incompatible shapes for broadcasting \(traceback: .+\)', line
+  )
   assert not os.path.exists(workdir)

@@ -9,6 +9,7 @@ models ignore `labels`, so one training step serves every system.
 
 import flax.linen as nn
 
+from gan_jax.errors import BadInput
 from gan_jax.models.conditional import ConditionalGenerator, MatchingDiscriminator
 from gan_jax.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from gan_jax.models.improved_gan import ImprovedGANDiscriminator, ImprovedGANGenerator
@@ -54,12 +55,12 @@ def _build(
   registry: dict, field: str, name: str, kwargs_field: str, kwargs: dict, data_fields: dict
 ) -> nn.Module:
   if name not in registry:
-    raise ValueError(f'{field}={name!r} is not valid; valid choices: {", ".join(sorted(registry))}')
+    raise BadInput(f'{field}={name!r} is not valid; valid choices: {", ".join(sorted(registry))}')
   module = registry[name]
   valid = model_fields(module)
   unknown = sorted(set(kwargs) - set(valid))
   if unknown:
-    raise ValueError(
+    raise BadInput(
       f'{kwargs_field}.{unknown[0]} is not a field of {field}={name!r}; valid '
       f'fields: {", ".join(valid) or "none"}'
     )

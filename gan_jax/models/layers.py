@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gan_jax.errors import BadInput
+
 # DCGAN (Radford et al. 2016) initialises conv and dense weights from N(0, 0.02).
 dcgan_init = nn.initializers.normal(0.02)
 
@@ -23,7 +25,7 @@ def quarter_size(image_shape: tuple[int, ...], generator: str) -> tuple[int, int
   the images are not a multiple of 4."""
   height, width = image_shape[:2]
   if height % 4 or width % 4:
-    raise ValueError(
+    raise BadInput(
       f'data.image_size={height} is not valid for model.generator={generator!r}: '
       'it must be a multiple of 4'
     )

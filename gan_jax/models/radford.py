@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 
+from gan_jax.errors import BadInput
 from gan_jax.models.layers import batch_norm, conv_transpose, dcgan_init, spectral_norm
 
 
@@ -21,7 +22,7 @@ def num_doublings(height: int, width: int, side: str) -> int:
   k = max(height // 4, 1).bit_length() - 1
   if height != width or k < 1 or height != 4 * 2**k:
     size = height if height == width else f'{height}x{width}'
-    raise ValueError(
+    raise BadInput(
       f"data.image_size={size} is not valid for model.{side}='radford': valid "
       'sizes are square, 4·2^k: 8, 16, 32, 64, 128, ...'
     )
@@ -33,7 +34,7 @@ def layer_widths(widths: Sequence[int], default: list[int], field: str) -> list[
   if not widths:
     return default
   if len(widths) != len(default):
-    raise ValueError(
+    raise BadInput(
       f'{field}={tuple(widths)} has {len(widths)} widths; data.image_size='
       f'{4 * 2 ** len(default)} needs {len(default)}, one per stride-2 layer'
     )

@@ -10,6 +10,7 @@ the kernel flipped in space, the same model under a symmetric initialisation.
 import flax.linen as nn
 import jax
 
+from gan_jax.errors import BadInput
 from gan_jax.models.layers import conv_transpose, spectral_norm
 
 _keras_init = nn.initializers.glorot_uniform()
@@ -40,7 +41,7 @@ class Seed004Generator(nn.Module):
   def __call__(self, z: jax.Array, labels: jax.Array, train: bool) -> jax.Array:
     del labels
     if tuple(self.image_shape[:2]) != (64, 64):
-      raise ValueError(
+      raise BadInput(
         f'data.image_size={self.image_shape[0]} is not valid for '
         "model.generator='seed004': it makes 64×64 images only"
       )

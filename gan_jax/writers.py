@@ -147,28 +147,15 @@ def save_figure(figure, path: str) -> None:
   atomic_write_bytes(path, buffer.getvalue())
 
 
-# What each evaluation metric is, for the report (see gan_jax/evaluation.py).
-METRIC_NOTES = {
-  'fid_classifier': "Fréchet distance on the eval classifier's features (not Inception FID); lower is better",
-  'kid_classifier': 'kernel (MMD²) distance on the same features; lower is better',
-  'kid_classifier_std': 'its standard deviation over 50 subsets of half of each set',
-  'precision': 'share of samples inside the k=3 NN balls of the real test features; 1,000 real '
-  'train images score 0.87-0.88',
-  'recall': 'share of real test images inside the k=3 NN balls of the samples; 0.85-0.92 for '
-  '1,000 real train images',
-  'class_coverage': 'classes given at least half their fair share of the samples',
-  'class_entropy': 'entropy (nats) of the predicted classes of the samples; log 10 = 2.303 is uniform',
-  'conditional_accuracy': 'share of G(z, y) that the classifier labels y',
-  'd_test_accuracy': "accuracy of D's class head on the test split",
-  'classifier_test_accuracy': "the eval classifier's own test accuracy",
-}
-
-
 def write_report(
-  workdir: str, step: int, eval_metrics: Mapping[str, float], sections: tuple[str, ...] = ()
+  workdir: str,
+  step: int,
+  eval_metrics: Mapping[str, float],
+  notes: Mapping[str, str],
+  sections: tuple[str, ...] = (),
 ) -> None:
-  """report.md: the evaluation, the last training metrics, the last grid, the curves, then
-  `sections` (markdown)."""
+  """report.md: the evaluation (each metric with its note), the last training metrics, the last
+  grid, the curves, then `sections` (markdown)."""
   rows = read_metrics(workdir)
   plot_curves(rows, os.path.join(workdir, 'loss_curves.png'))
   lines = [
@@ -179,7 +166,7 @@ def write_report(
     '| metric | value | meaning |',
     '|---|---|---|',
   ]
-  lines += [f'| {k} | {v:.4g} | {METRIC_NOTES.get(k, "")} |' for k, v in eval_metrics.items()]
+  lines += [f'| {k} | {v:.4g} | {notes.get(k, "")} |' for k, v in eval_metrics.items()]
   train_rows = [r for r in rows if 'd_loss' in r]
   if train_rows:
     last = train_rows[-1]
