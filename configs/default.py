@@ -35,7 +35,8 @@ def base() -> ml_collections.ConfigDict:
   config.data.background = (255, 255, 255)  # behind transparent pixels, and the letterbox
   config.data.test_fraction = 0.1  # per class, seeded: the split that evaluation scores against
   # DiffAugment (Zhao et al. 2020) of every image D sees, real and fake: a comma-separated
-  # policy of 'translation', 'cutout', 'color'; '' = off. For small data sets.
+  # policy of 'color', 'translation', 'cutout', run in the order given (the reference's is
+  # 'color,translation,cutout'); '' = off. For small data sets.
   config.data.augment = ''
   # ADA (Karras et al. 2020): > 0 (0.6 in the paper) applies each of data.augment's transforms
   # with a probability p that starts at 0 and moves by batch/500k a step: up while D's

@@ -35,7 +35,7 @@ ENTROPY_DROP = 0.3  # fraction below the best class entropy so far
 GRAD_GROWTH = 100.0  # latest gradient norm / smallest in the window
 GRAD_HIGH = 1e4
 
-AUGMENT = '--config.data.augment=translation,cutout,color'
+AUGMENT = '--config.data.augment=color,translation,cutout'  # augment.REFERENCE_POLICY
 SPECTRAL_NORM = '--config.model.d_kwargs.spectral_norm=True'
 # What each symptom means, and the overrides that address it, strongest first. Learning
 # rates are relative to the default 2e-4 of both optimizers.

@@ -143,7 +143,7 @@ def test_off_keeps_the_state_and_the_step(runs, monkeypatch):
       'data.augment',
       '',
       "^data.augment_target=0.6 adapts how often data.augment applies, but data.augment='' is "
-      "off; set it too, e.g. 'translation,cutout,color'$",
+      "off; set it too, e.g. 'color,translation,cutout'$",
     ),
     ('data.augment_target', 1.5, '^data.augment_target=1.5 must be a finite number >= 0 and <= 1'),
     (

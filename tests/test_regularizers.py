@@ -254,7 +254,7 @@ def test_resume_is_bitwise_with_every_option_on(tmp_path):
   config = load_config('gan')  # MLPs: the options are under test, not the networks
   config.model.d_kwargs = {'spectral_norm': True}
   config.model.g_ema_decay = 0.99
-  config.data.augment = 'translation,cutout,color'
+  config.data.augment = 'color,translation,cutout'
   config.data.augment_target = 0.6  # ADA's p, in the state
   config.loss.d_terms = {'hinge_real': 1.0, 'hinge_fake': 1.0, 'r1': 1.0}
   config.loss.g_terms = {'critic_gen': 1.0}
