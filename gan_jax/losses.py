@@ -179,7 +179,12 @@ def _squeeze(out: DiscOutput) -> Array:
   return out.logits[..., 0]
 
 
-def _on_head(term: str, name: str, loss: Callable[[Array, ConfigDict], Array]) -> Term:
+def _on_head(
+  term: str,
+  name: str,
+  loss: Callable[[Array, ConfigDict], Array],
+  boundary: Callable[[ConfigDict], float] | None = None,
+) -> Term:
   """Term `term`: a BCE `loss` on the logit of the real/fake sigmoid head of SGAN's D (optional,
   beside the N+1 softmax) for D input `name`; refused on a D without that head."""
 
@@ -188,7 +193,7 @@ def _on_head(term: str, name: str, loss: Callable[[Array, ConfigDict], Array]) -
       raise ValueError(f"loss term {term} needs D's sigmoid head: model.d_kwargs.sigmoid_head=True")
     return loss(outputs[name].real_fake[..., 0], hp)
 
-  return Term((name,), fn, reads_head=True)
+  return Term((name,), fn, boundary, reads_head=True)
 
 
 _AT_ZERO = lambda hp: 0.0  # noqa: E731  (a logit of 0, or p_real = p_fake)
@@ -210,8 +215,10 @@ D_TERMS: dict[str, Term] = {
   ),
   'sgan_real': Term(('real',), lambda o, hp: sgan_real(o['real'].logits), _AT_ZERO),
   'sgan_fake': Term(('fake',), lambda o, hp: sgan_fake(o['fake'].logits), _AT_ZERO),
-  'sigmoid_real': _on_head('sigmoid_real', 'real', lambda x, hp: bce_real(x, hp.real_target)),
-  'sigmoid_fake': _on_head('sigmoid_fake', 'fake', lambda x, hp: bce_fake(x)),
+  'sigmoid_real': _on_head(
+    'sigmoid_real', 'real', lambda x, hp: bce_real(x, hp.real_target), _AT_ZERO
+  ),
+  'sigmoid_fake': _on_head('sigmoid_fake', 'fake', lambda x, hp: bce_fake(x), _AT_ZERO),
   'hinge_real': Term(('real',), lambda o, hp: hinge_real(_squeeze(o['real'])), _AT_ZERO),
   'hinge_fake': Term(('fake',), lambda o, hp: hinge_fake(_squeeze(o['fake'])), _AT_ZERO),
   'critic_real': Term(('real',), lambda o, hp: critic_real(_squeeze(o['real'])), _AT_ZERO),
@@ -334,8 +341,20 @@ class Objective:
     # Lazy terms, applied every hparams.lazy_every D steps: the step runs two forms of D's update.
     lazy = any(t.lazy for t in self.active_d_terms)
     self.lazy_every = self.hparams.get('lazy_every', 1) if lazy else 1
-    boundaries = {t.boundary(self.hparams) for t in self.active_d_terms if t.boundary}
+    # D's real/fake read-out: the sigmoid head where terms train it (SGAN's optional head, beside
+    # the N+1 softmax), else the logits; its threshold is the boundary of the terms that train it.
+    self.reads_head = any(t.reads_head for t in self.active_d_terms)
+    boundaries = {
+      t.boundary(self.hparams)
+      for t in self.active_d_terms
+      if t.boundary and t.reads_head == self.reads_head
+    }
     self.threshold = boundaries.pop() if len(boundaries) == 1 else 0.0
+
+  def realness(self, out: DiscOutput) -> Array:
+    """How real D finds each image, read where the objective trains D for real/fake (above
+    `threshold`: called real): the sigmoid head's logit, or `realness` of the logits."""
+    return out.real_fake[..., 0] if self.reads_head else realness(out.logits)
 
   def gradient_inputs(self, lazy: bool) -> frozenset[str]:
     """D inputs whose input gradient this update's terms read (R1: 'real', WGAN-GP:
@@ -385,7 +404,7 @@ class Objective:
     metrics = {}
     for name, is_real in (('real', True), ('fake', False), ('wrong', False)):
       if name in outputs:
-        score = realness(outputs[name].logits)
+        score = self.realness(outputs[name])
         metrics[f'd_acc_{name}'] = jnp.mean(
           score > self.threshold if is_real else score <= self.threshold
         )

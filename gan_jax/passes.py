@@ -103,8 +103,8 @@ def apply_d(
   key: jax.Array,
   with_input_grads: bool,
 ):
-  """One training-mode pass of D: (logits, features, ∇ of realness w.r.t. `images` or None, the
-  logit of D's real/fake sigmoid head or None) and the statistics it would update."""
+  """One training-mode pass of D: (logits, features, ∇ of the objective's realness w.r.t. `images`
+  or None, the logit of D's real/fake sigmoid head or None) and the statistics it would update."""
 
   def run(images):
     variables = {
@@ -120,12 +120,9 @@ def apply_d(
       mutable=['batch_stats'],
     )
     logits, features, *head = spec.to_float32(out)  # a D with a sigmoid head gives its logit third
-    return jnp.sum(losses.realness(logits)), (
-      logits,
-      features,
-      head[0] if head else None,
-      mutated.get('batch_stats', batch_stats),
-    )
+    head = head[0] if head else None
+    realness = spec.objective.realness(losses.DiscOutput(logits, features, labels, None, head))
+    return jnp.sum(realness), (logits, features, head, mutated.get('batch_stats', batch_stats))
 
   if not with_input_grads:
     logits, features, real_fake, new_stats = run(images)[1]

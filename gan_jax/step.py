@@ -210,9 +210,9 @@ def train_step(spec: StepSpec, state: GANState, device_data: dict) -> tuple[GANS
 
 def adapt_augment_p(spec: StepSpec, p: jax.Array, real: losses.DiscOutput):
   """ADA's p after a step, and r_t: D's realness on the real batch of the step's last D update,
-  augmented and before that update, as stylegan2-ada reads its 'signs/real'. Realness is measured
-  from the loss's decision boundary, where the accuracy metrics also split real from fake."""
-  rt = augment.ada_rt(losses.realness(real.logits) - spec.objective.threshold)
+  augmented and before that update, as stylegan2-ada reads its 'signs/real'. Realness is the
+  objective's, measured from its decision boundary, as the accuracy metrics read it."""
+  rt = augment.ada_rt(spec.objective.realness(real) - spec.objective.threshold)
   # stylegan2-ada adjusts p every 4 steps (ada_interval), from r_t over their 4 batches, by 4
   # batches' worth of images; every step by one batch's worth is the same rate.
   return augment.ada_step(p, rt, spec.augment_target, spec.batch_size), rt
