@@ -19,8 +19,9 @@ from ml_collections import ConfigDict
 import numpy as np
 import optax
 
-from gan_jax import data, diagnosis, losses, metrics, models
+from gan_jax import data, diagnosis, metrics, models
 from gan_jax.logging import atomic_write_bytes, read_metrics, write_report
+from gan_jax.objective import Objective
 from gan_jax.state import EVAL_STREAM, apply_inference, stream_key
 
 # Part of the cache key: change it whenever the classifier or its training changes.
@@ -194,7 +195,7 @@ class Evaluator:
     dataset: data.Dataset,
     generator: nn.Module,
     discriminator: nn.Module,
-    objective: losses.Objective,
+    objective: Objective,
   ):
     self.config, self.generator, self.discriminator = config, generator, discriminator
     self.classifier = load_classifier(dataset)

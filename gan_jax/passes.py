@@ -13,6 +13,7 @@ from ml_collections import ConfigDict
 import numpy as np
 
 from gan_jax import augment, data, losses, parallel
+from gan_jax.objective import Objective
 from gan_jax.state import NetState
 
 
@@ -29,7 +30,7 @@ class StepSpec:
 
   generator: nn.Module
   discriminator: nn.Module
-  objective: losses.Objective
+  objective: Objective
   batch_size: int
   labeled_batch_size: int
   latent_dim: int
@@ -48,7 +49,7 @@ class StepSpec:
     return cls(
       generator,
       discriminator,
-      losses.Objective(config.loss),
+      Objective(config.loss),
       config.data.batch_size,
       config.data.labeled_batch_size or config.data.batch_size,
       config.model.latent_dim,

@@ -1,7 +1,7 @@
 """The training step: `d_steps` D updates then one G update, and the compiled form the loop runs.
 
 `build_step` is the one public way to get the compiled step; the loop and `--mode=bench` both
-call it. Everything the step knows of the system comes from `losses.Objective`.
+call it. Everything the step knows of the system comes from `objective.Objective`.
 """
 
 from collections.abc import Callable

@@ -17,6 +17,7 @@ from test_losses import BIG, MODERATE, B, N, close, disc_out, np_sigmoid, sgan_l
 from test_train import final_params, load_config, read_metrics
 
 from gan_jax import checks, losses, models, train
+from gan_jax.objective import Objective
 from gan_jax.step import adapt_augment_p
 
 # Head terms: (table, D input read, hparams, value by hand, d/dx by hand, values at x = ∓100).
@@ -166,7 +167,7 @@ def test_read_outs_follow_the_head_that_the_objective_trains():
   outputs = head_outputs(MODERATE, softmax_says_real)  # the head: 2 of 5 real, 0 on the boundary
   read_outs = {}
   for terms in ({}, {'sigmoid_real': 1.0, 'sigmoid_fake': 1.0}):
-    objective = losses.Objective(head_config(terms, d_kwargs={'sigmoid_head': True}).loss)
+    objective = Objective(head_config(terms, d_kwargs={'sigmoid_head': True}).loss)
     spec = types.SimpleNamespace(objective=objective, augment_target=0.6, batch_size=B)
     _, rt = adapt_augment_p(spec, jnp.zeros(()), outputs['real'])
     metrics = {**objective.d_accuracies(outputs), 'rt': rt}

@@ -9,7 +9,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / 'gan_jax'
 # Lowest first. A module may import only from the layers below its own, so no cycle can form.
 LAYERS = [
   {'parallel', 'seeds', 'losses', 'logging', 'models', 'mnist5k', 'records', 'images'},
-  {'metrics', 'augment', 'diagnosis', 'folder'},
+  {'metrics', 'augment', 'diagnosis', 'folder', 'objective'},
   {'openmoji', 'state', 'checkpoint'},
   {'data'},
   {'fields', 'passes'},
