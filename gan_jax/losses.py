@@ -11,7 +11,7 @@ chosen in the config as `{name: weight}`; each term reads one discriminator outp
   'fake'     D(G(z)) (with the labels G was asked for)
   'wrong'    D(x, y_wrong) on real images with mismatched labels (GAN-cls)
   'labeled'  D(x) on the labeled subset (SGAN), scored against its labels
-  'interpolated'  D(εx + (1 − ε)G(z)) on random interpolates (WGAN-GP)
+  'interpolated'  D(εx + (1 − ε)G(z)) on random interpolates of the images D sees (WGAN-GP)
 """
 
 from collections.abc import Callable, Mapping

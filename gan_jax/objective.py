@@ -1,7 +1,7 @@
 """A system's objective: the named terms of `losses` weighted as `config.loss` says, the D inputs
 they read, and how D's outputs are read as real or fake."""
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -72,17 +72,27 @@ class Objective:
     )
 
   def d_inputs(
-    self, real: Batch, fake: Batch | None, labeled: Batch | None, key: Array, num_classes: int
+    self,
+    real: Batch,
+    fake: Batch | None,
+    labeled: Batch | None,
+    key: Array,
+    num_classes: int,
+    augment: Mapping[str, Callable[[Array], Array]] | None = None,
   ) -> dict[str, Batch]:
-    """D's inputs by name (see the module docstring), each built only where a term reads it."""
+    """D's inputs by name (see `losses`), each built only where a term reads it. `augment`: D's
+    augmentation of each input by name (none where absent)."""
     images, labels = real
+    augment = augment or {}
 
     def interpolated():
-      """x̂ = εx + (1 − ε)G(z), ε ~ U[0, 1] per example (WGAN-GP)."""
+      """x̂ = ε·aug(x) + (1 − ε)·aug(G(z)), ε ~ U[0, 1] per example (WGAN-GP): between the images
+      that D sees, as DiffAugment's compare_gan code builds them; D sees x̂ as it is."""
       eps = jax.random.uniform(
         jax.random.fold_in(key, 1), (images.shape[0],) + (1,) * (images.ndim - 1)
       )
-      return eps * images + (1 - eps) * fake[0], labels
+      seen = lambda name, x: augment[name](x) if name in augment else x
+      return eps * seen('real', images) + (1 - eps) * seen('fake', fake[0]), labels
 
     build = {
       'real': lambda: real,

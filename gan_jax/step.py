@@ -16,7 +16,7 @@ from ml_collections import ConfigDict
 import optax
 
 from gan_jax import augment, losses, parallel
-from gan_jax.passes import StepSpec, augmented, discriminate, gather, generate
+from gan_jax.passes import StepSpec, augmentations, discriminate, gather, generate
 from gan_jax.seeds import Seeds
 from gan_jax.state import (
   AUGMENT_STREAM,
@@ -68,9 +68,10 @@ def d_loss(
     spec,
     params,
     batch_stats,
-    augmented(spec, inputs, augment_key, augment_p),
+    inputs,
     drop_key,
     spec.objective.gradient_inputs(lazy),
+    augmentations(spec, inputs, augment_key, augment_p),
   )
   loss, parts = spec.objective.d_loss(outputs, lazy)
   # Input gradients are the loss's business only (and would give lax.cond's branches two shapes).
@@ -103,8 +104,11 @@ def g_loss_of_fake(
   augment_p: jax.Array | None,
 ):
   drop_key, augment_key = keys
-  inputs = augmented(spec, spec.objective.g_inputs(real, (fake, labels)), augment_key, augment_p)
-  outputs, _ = discriminate(spec, d_state.params, d_state.batch_stats, inputs, drop_key)
+  inputs = spec.objective.g_inputs(real, (fake, labels))
+  augment = augmentations(spec, inputs, augment_key, augment_p)
+  outputs, _ = discriminate(
+    spec, d_state.params, d_state.batch_stats, inputs, drop_key, augment=augment
+  )
   return spec.objective.g_loss(outputs)
 
 
@@ -157,7 +161,14 @@ def train_step(spec: StepSpec, state: GANState, device_data: dict) -> tuple[GANS
         spec, device_data, 'labeled_indices', keys.labeled, data_index, spec.labeled_batch_size, i
       )
     d_fake = None if fake is None else (jax.lax.stop_gradient(fake), labels)
-    d_inputs = objective.d_inputs(real, d_fake, labeled, wrong_key, spec.discriminator.num_classes)
+    d_inputs = objective.d_inputs(
+      real,
+      d_fake,
+      labeled,
+      wrong_key,
+      spec.discriminator.num_classes,
+      augmentations(spec, objective.d_needs, d_keys[1], state.augment_p),
+    )
     d_before = d_state
     if objective.lazy_every > 1:  # two forms of the update; each step runs one
       d_state, loss, parts, d_outputs, grads = jax.lax.cond(

@@ -112,12 +112,12 @@ def test_p_reaches_every_image_d_sees(runs):
     assert not all(jax.tree.leaves(jax.tree.map(np.array_equal, plain[net], full[net])))
 
 
-def augmented_without_p(spec, inputs, key, p):
+def augmentations_without_p(spec, names, key, p):
   """DiffAugment of D's inputs as before ADA: `diff_augment` at its default probability."""
   assert p is None  # ADA off passes no p anywhere
   return {
-    n: (augment.diff_augment(images, jax.random.fold_in(key, i), spec.augment), labels)
-    for i, (n, (images, labels)) in enumerate(sorted(inputs.items()))
+    n: lambda images, i=i: augment.diff_augment(images, jax.random.fold_in(key, i), spec.augment)
+    for i, n in enumerate(sorted(names))
   }
 
 
@@ -128,7 +128,7 @@ def test_off_keeps_the_state_and_the_step(runs, monkeypatch):
   state, metrics = step(run.state, run.device_data)
   assert run.state.augment_p is None and state.augment_p is None
   assert not {'augment_p', 'ada_rt'} & set(metrics)
-  monkeypatch.setattr(step_lib, 'augmented', augmented_without_p)
+  monkeypatch.setattr(step_lib, 'augmentations', augmentations_without_p)
   before_ada = build_step(run.config, run.generator, run.discriminator, run.mesh, run.seeds)
   chex.assert_trees_all_equal(
     jax.device_get((state, metrics)),

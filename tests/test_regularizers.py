@@ -1,6 +1,6 @@
 """The stabilisation toolkit inside the step: input gradients (WGAN-GP, R1) against finite
-differences of D, lazy R1, the EMA of G against its closed form, and whose passes move the
-running statistics (G's last pass, D's pass on real images)."""
+differences of D, and of D after DiffAugment; lazy R1, the EMA of G against its closed form, and
+whose passes move the running statistics (G's last pass, D's pass on real images)."""
 
 import chex
 import jax
@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from test_train import load_config, straight_and_interrupted_runs
 
-from gan_jax import losses, models
+from gan_jax import augment, losses, models
 from gan_jax import state as state_lib
-from gan_jax.passes import StepSpec, apply_d, discriminate, gather
+from gan_jax.passes import StepSpec, apply_d, augmentations, gather
 from gan_jax.run import Run
-from gan_jax.step import build_step, step_keys
+from gan_jax.step import build_step, d_loss, step_keys
 
 
 def latest_state(config, workdir):
@@ -76,33 +76,44 @@ def test_input_gradients_match_finite_differences_of_d(gan_run):
   assert np.abs(fd).max() > 1e-3  # D does depend on these pixels
 
 
-@pytest.mark.parametrize('term, input_name', [('gradient_penalty', 'interpolated'), ('r1', 'real')])
-def test_gradient_terms_against_finite_differences(gan_run, term, input_name):
-  """WGAN-GP's (‖∇D(x̂)‖ − 1)² on interpolates and R1's ½‖∇D(x)‖², each from D's input gradient
-  as the objective builds and scores it, against the same formula on finite differences."""
+@pytest.mark.parametrize('policy', ['', augment.REFERENCE_POLICY])
+@pytest.mark.parametrize(
+  'term, input_name', [('gradient_penalty', 'interpolated'), ('r1', 'real'), ('r2', 'fake')]
+)
+def test_gradient_terms_against_finite_differences(gan_run, term, input_name, policy):
+  """WGAN-GP's (‖∇D(x̂)‖ − 1)² on interpolates and R1's (R2's) ½‖∇D(x)‖², each from D's input
+  gradient as the step builds and scores it, against the same formula on finite differences.
+  With DiffAugment, R1 and R2 take ∇ₓD(aug(x)) with respect to the images before the augmentation,
+  as stylegan2-ada's Dr1 phase and DiffAugment's low-shot code do; x̂ lies between the augmented
+  real and fake images and its gradient is D's own at x̂, as in DiffAugment's compare_gan code."""
   config, run = gan_run
   config = config.copy_and_resolve_references()
+  config.data.augment = policy
   config.loss.d_terms = {'critic_real': 1.0, 'critic_fake': 1.0, term: 1.0}
-  spec, params = spec_of(config, run), small_d(run)
+  spec, params = spec_of(config, run), small_d(run, (8, 8, 1))  # translation by 1, cutout 4×4
   rng = np.random.default_rng(1)
-  real = (jnp.asarray(rng.uniform(-1, 1, (3, 3, 3, 1)), jnp.float32), jnp.zeros(3, jnp.int32))
-  fake = (jnp.asarray(rng.uniform(-1, 1, (3, 3, 3, 1)), jnp.float32), jnp.zeros(3, jnp.int32))
-  inputs = spec.objective.d_inputs(real, fake, None, jax.random.PRNGKey(5), 10)
+  labels = jnp.zeros(3, jnp.int32)
+  real, fake = ((jnp.asarray(rng.uniform(-1, 1, (3, 8, 8, 1)), jnp.float32), labels) for _ in '01')
+  keys = (jax.random.PRNGKey(2), jax.random.PRNGKey(7))  # dropout, augmentation
+  seen = augmentations(spec, spec.objective.d_needs, keys[1], None)
+  inputs = spec.objective.d_inputs(real, fake, None, jax.random.PRNGKey(5), 10, seen)
   assert set(inputs) == {'real', 'fake', input_name}
-  key = jax.random.PRNGKey(2)
-  outputs, _ = discriminate(spec, params, {}, inputs, key, spec.objective.gradient_inputs(True))
-  _, parts = spec.objective.d_loss(outputs, lazy=True)
+  _, (parts, _, _) = d_loss(spec, params, {}, inputs, keys, None, lazy=True)
 
+  d_of = seen.get(input_name, lambda v: v)  # D's view of the input: x̂ is not augmented again
+  single = jax.jit(lambda v: apply_d(spec, params, {}, d_of(v), labels, keys[0], False)[0][0])
   x = np.asarray(inputs[input_name][0])
-  single = jax.jit(lambda v: apply_d(spec, params, {}, v, real[1], key, False)[0][0])
   grads = finite_difference_grads(lambda v: float(jnp.sum(losses.realness(single(v)))), x)
   norms = np.linalg.norm(grads.reshape(3, -1), axis=1)
   expected = np.mean((norms - 1) ** 2) if term == 'gradient_penalty' else np.mean(0.5 * norms**2)
   np.testing.assert_allclose(float(parts[term]), expected, rtol=2e-2)
-  if term == 'gradient_penalty':  # x̂ lies between its real and fake images, per example
-    eps = (x - np.asarray(fake[0])) / (np.asarray(real[0]) - np.asarray(fake[0]))
-    np.testing.assert_allclose(eps, eps[:, :1, :1, :1] * np.ones_like(eps), atol=1e-4)
-    assert np.all((eps[:, 0, 0, 0] >= 0) & (eps[:, 0, 0, 0] <= 1))
+  if term == 'gradient_penalty':  # x̂ = f + ε·(r − f) per example, r and f the images D sees
+    ends = (('real', real[0]), ('fake', fake[0]))
+    r, f = (np.asarray(seen.get(n, lambda v: v)(b)).reshape(3, -1) for n, b in ends)
+    at = (np.arange(3), np.abs(r - f).argmax(1))  # ε read where the two differ most
+    eps = ((x.reshape(3, -1) - f)[at] / (r - f)[at])[:, None]
+    assert np.all((eps >= 0) & (eps <= 1))
+    np.testing.assert_allclose(x.reshape(3, -1), f + eps * (r - f), atol=1e-5)
 
 
 def test_lazy_r1_applies_every_k_steps_with_k_times_the_weight(gan_run, tmp_path):
