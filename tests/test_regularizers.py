@@ -7,9 +7,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_train import load_config, straight_and_interrupted_runs
+from test_train import load_config, read_metrics, straight_and_interrupted_runs
 
 from gan_jax import augment, losses, models
+from gan_jax import run as run_lib
 from gan_jax import state as state_lib
 from gan_jax.passes import StepSpec, apply_d, augmentations, gather
 from gan_jax.run import Run
@@ -261,17 +262,20 @@ def test_spectral_norm_gives_each_kernel_a_largest_singular_value_of_one():
   np.testing.assert_allclose(list(sigmas.values()), 1.0, rtol=2e-3)
 
 
-def test_resume_is_bitwise_with_every_option_on(tmp_path):
-  """Spectral norm (its vectors in the checkpoint), EMA of G, DiffAugment with ADA, hinge and lazy R1: an
-  interrupted and resumed run ends where the straight one does, bit for bit."""
+def test_resume_is_bitwise_with_every_option_on(tmp_path, monkeypatch):
+  """Spectral norm (its vectors in the checkpoint), EMA of G, DiffAugment with ADA, hinge and lazy
+  R1: an interrupted and resumed run ends where the straight one does, bit for bit. ADA's p starts
+  at 0.5 here: from 0, its 4 steps would reach 6.4e-5 at most and transform no image."""
   config = load_config('gan')  # MLPs: the options are under test, not the networks
   config.model.d_kwargs = {'spectral_norm': True}
   config.model.g_ema_decay = 0.99
-  config.data.augment = 'color,translation,cutout'
+  config.data.augment = augment.REFERENCE_POLICY
   config.data.augment_target = 0.6  # ADA's p, in the state
   config.loss.d_terms = {'hinge_real': 1.0, 'hinge_fake': 1.0, 'r1': 1.0}
   config.loss.g_terms = {'critic_gen': 1.0}
   config.loss.hparams.lazy_every = 2
+  fresh = lambda *args: state_lib.create_state(*args).replace(augment_p=jnp.float32(0.5))
+  monkeypatch.setattr(run_lib, 'create_state', fresh)
   straight, interrupted = straight_and_interrupted_runs(config, tmp_path)
   states = [jax.device_get(latest_state(config, path)) for path in (straight, interrupted)]
   leaves = [
@@ -280,5 +284,11 @@ def test_resume_is_bitwise_with_every_option_on(tmp_path):
   ]
   chex.assert_trees_all_equal(*leaves)
   assert states[0].g_ema is not None and 'SpectralNorm_0' in states[0].d.batch_stats
-  assert states[0].augment_p is not None
+  # p stayed near 0.5, where DiffAugment changes the images D sees.
+  p = [row['augment_p'] for path in (straight, interrupted) for row in read_metrics(path)]
+  assert min(p) > 0.4
+  images = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (8, 28, 28, 1)), jnp.float32)
+  policy = augment.parse_policy(config.data.augment)
+  seen = augment.diff_augment(images, jax.random.PRNGKey(0), policy, states[0].augment_p)
+  assert not np.array_equal(seen, images)
   assert any('g_ema' in k for k in leaves[0]) and any('/u' in k for k in leaves[0])
