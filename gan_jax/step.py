@@ -138,10 +138,15 @@ def g_update(
   }
 
 
-def train_step(spec: StepSpec, state: GANState, device_data: dict) -> tuple[GANState, dict]:
+def train_step(
+  spec: StepSpec, state: GANState, device_data: dict, step: jax.Array | None = None
+) -> tuple[GANState, dict]:
   """One step of one seed: `d_steps` D updates, then G's update on the last D update's fakes
-  (scored by D after that update, or before it with 'simultaneous' order)."""
+  (scored by D after that update, or before it with 'simultaneous' order). `step`: the step
+  number (default `state.step`), which decides the lazy terms' updates; under the seeds' vmap it
+  must be unbatched, or lax.cond turns into a select that runs both forms of the update."""
   objective = spec.objective
+  step = state.step if step is None else step
   keys = step_keys(state.rng, state.step)
   d_state = state.d
   for i in range(spec.d_steps):
@@ -172,7 +177,7 @@ def train_step(spec: StepSpec, state: GANState, device_data: dict) -> tuple[GANS
     d_before = d_state
     if objective.lazy_every > 1:  # two forms of the update; each step runs one
       d_state, loss, parts, d_outputs, grads = jax.lax.cond(
-        data_index % objective.lazy_every == 0,
+        (step * spec.d_steps + i) % objective.lazy_every == 0,
         functools.partial(d_update, spec, lazy=True),
         functools.partial(d_update, spec, lazy=False),
         d_state,
@@ -325,12 +330,13 @@ def build_step(
   """The compiled step of `config`, vmapped over the seeds of a K-seed run; `streamed`: its
   batches come from the host (`stream.HostBatches`) rather than the on-device data."""
   spec = StepSpec.from_config(config, generator, discriminator, mesh)
-
-  def one_step(state: GANState, device_data: dict) -> tuple[GANState, dict]:
-    return train_step(spec, state, device_data)
-
-  return CompiledStep(
-    seeds.vectorize(one_step, in_axes=(0, STREAMED_SEED_AXES if streamed else SEED_AXES)),
-    config.train.steps_per_call,
-    parallel.replicated(mesh),
+  one_step = functools.partial(train_step, spec)
+  every_seed = seeds.vectorize(
+    one_step, in_axes=(0, STREAMED_SEED_AXES if streamed else SEED_AXES, None)
   )
+
+  def step_fn(state: GANState, device_data: dict) -> tuple[GANState, dict]:
+    # Every seed is at the same step: one step number for all lets lazy updates skip their terms.
+    return every_seed(state, device_data, seeds.common(state.step))
+
+  return CompiledStep(step_fn, config.train.steps_per_call, parallel.replicated(mesh))
