@@ -46,8 +46,9 @@ class Objective:
       (n for n in ('real', 'labeled', 'wrong') if n in self.d_needs), None
     )
     # Lazy terms, applied every hparams.lazy_every D steps: the step runs two forms of D's update.
-    lazy = any(t.lazy for t in self.active_d_terms)
+    lazy = tuple(n for n, w in self.d_weights.items() if w and D_TERMS[n].lazy)
     self.lazy_every = self.hparams.get('lazy_every', 1) if lazy else 1
+    self.lazy_terms = lazy if self.lazy_every > 1 else ()  # applied on some D updates only
     # D's real/fake read-out: the sigmoid head where terms train it (SGAN's optional head, beside
     # the N+1 softmax), else the logits; its threshold is the boundary of the terms that train it.
     self.reads_head = any(t.reads_head for t in self.active_d_terms)

@@ -154,7 +154,8 @@ class Run:
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.replicated),
       jax.eval_shape(self.init_state),
     )
-    return self.checkpointer.restore(step, abstract)
+    # A checkpoint from before the lazy terms' logged values were kept logs 0 until they apply.
+    return self.checkpointer.restore(step, abstract, zero_if_absent=('lazy_parts',))
 
   @property
   def meta(self) -> dict:

@@ -10,6 +10,8 @@ import jax.numpy as jnp
 from ml_collections import ConfigDict
 import optax
 
+from gan_jax.objective import Objective
+
 # Independent random streams, each folded from a run's base key PRNGKey(seed): never
 # PRNGKey(seed + i), which is the base key of the run of seed + i (seed i of a K-seed run).
 (
@@ -44,8 +46,9 @@ class Averaged(struct.PyTreeNode):
 
 class GANState(struct.PyTreeNode):
   """G and D, the global step and the run's base key (each step folds the step number in), the
-  EMA of G (None unless model.g_ema_decay > 0) that samples and evaluations use, and ADA's
-  probability of each augmentation (None unless data.augment_target > 0)."""
+  EMA of G (None unless model.g_ema_decay > 0) that samples and evaluations use, ADA's
+  probability of each augmentation (None unless data.augment_target > 0), and each lazy term's
+  mean at its last application, which the step logs in between (None unless lazy terms are on)."""
 
   step: jax.Array
   rng: jax.Array
@@ -53,6 +56,7 @@ class GANState(struct.PyTreeNode):
   d: NetState
   g_ema: Averaged | None = None
   augment_p: jax.Array | None = None
+  lazy_parts: dict[str, jax.Array] | None = None
 
   @property
   def sampler(self) -> NetState | Averaged:
@@ -121,4 +125,5 @@ def create_state(
     g_ema=Averaged(g.params, g.batch_stats) if config.model.g_ema_decay else None,
     # ADA starts from no augmentation and raises p only once D grows sure of the real images.
     augment_p=jnp.zeros((), jnp.float32) if config.data.augment_target else None,
+    lazy_parts={n: jnp.zeros((), jnp.float32) for n in Objective(config.loss).lazy_terms} or None,
   )

@@ -148,7 +148,7 @@ def train_step(
   objective = spec.objective
   step = state.step if step is None else step
   keys = step_keys(state.rng, state.step)
-  d_state = state.d
+  d_state, lazy_parts = state.d, state.lazy_parts
   for i in range(spec.d_steps):
     z_key, drop_key, wrong_key = jax.random.split(jax.random.fold_in(keys.step, i), 3)
     d_keys = (drop_key, jax.random.fold_in(keys.augment, i))
@@ -176,8 +176,9 @@ def train_step(
     )
     d_before = d_state
     if objective.lazy_every > 1:  # two forms of the update; each step runs one
+      lazy = (step * spec.d_steps + i) % objective.lazy_every == 0
       d_state, loss, parts, d_outputs, grads = jax.lax.cond(
-        (step * spec.d_steps + i) % objective.lazy_every == 0,
+        lazy,
         functools.partial(d_update, spec, lazy=True),
         functools.partial(d_update, spec, lazy=False),
         d_state,
@@ -185,6 +186,7 @@ def train_step(
         d_keys,
         state.augment_p,
       )
+      lazy_parts = {n: jnp.where(lazy, parts[n], v) for n, v in lazy_parts.items()}
     else:
       d_state, loss, parts, d_outputs, grads = d_update(
         spec, d_state, d_inputs, d_keys, state.augment_p
@@ -192,7 +194,8 @@ def train_step(
 
   metrics = {
     'd_loss': loss,
-    **{f'd/{k}': v for k, v in parts.items()},
+    # A lazy term as at its last application, which a log at a step without it would miss.
+    **{f'd/{k}': v for k, v in {**parts, **(lazy_parts or {})}.items()},
     'd_grad_norm': optax.tree.norm(grads),
     'd_param_norm': optax.tree.norm(d_state.params),
   }
@@ -219,8 +222,13 @@ def train_step(
   if augment_p is not None:
     augment_p, metrics['ada_rt'] = adapt_augment_p(spec, augment_p, d_outputs['real'])
     metrics['augment_p'] = augment_p
-  return GANState(
-    step=state.step + 1, rng=state.rng, g=g_state, d=d_state, g_ema=g_ema, augment_p=augment_p
+  return state.replace(
+    step=state.step + 1,
+    g=g_state,
+    d=d_state,
+    g_ema=g_ema,
+    augment_p=augment_p,
+    lazy_parts=lazy_parts,
   ), metrics
 
 
