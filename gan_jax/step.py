@@ -4,7 +4,7 @@
 call it. Everything the step knows of the system comes from `objective.Objective`.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 import functools
 from typing import NamedTuple
 
@@ -148,7 +148,7 @@ def train_step(
   objective = spec.objective
   step = state.step if step is None else step
   keys = step_keys(state.rng, state.step)
-  d_state, lazy_parts = state.d, state.lazy_parts
+  d_state, lazy_parts, reals = state.d, state.lazy_parts, []
   for i in range(spec.d_steps):
     z_key, drop_key, wrong_key = jax.random.split(jax.random.fold_in(keys.step, i), 3)
     d_keys = (drop_key, jax.random.fold_in(keys.augment, i))
@@ -191,6 +191,8 @@ def train_step(
       d_state, loss, parts, d_outputs, grads = d_update(
         spec, d_state, d_inputs, d_keys, state.augment_p
       )
+    if state.augment_p is not None:
+      reals.append(d_outputs['real'])
 
   metrics = {
     'd_loss': loss,
@@ -220,7 +222,7 @@ def train_step(
   )
   augment_p = state.augment_p
   if augment_p is not None:
-    augment_p, metrics['ada_rt'] = adapt_augment_p(spec, augment_p, d_outputs['real'])
+    augment_p, metrics['ada_rt'] = adapt_augment_p(spec, augment_p, reals)
     metrics['augment_p'] = augment_p
   return state.replace(
     step=state.step + 1,
@@ -232,14 +234,16 @@ def train_step(
   ), metrics
 
 
-def adapt_augment_p(spec: StepSpec, p: jax.Array, real: losses.DiscOutput):
-  """ADA's p after a step, and r_t: D's realness on the real batch of the step's last D update,
-  augmented and before that update, as stylegan2-ada reads its 'signs/real'. Realness is the
-  objective's, measured from its decision boundary, as the accuracy metrics read it."""
-  rt = augment.ada_rt(spec.objective.realness(real) - spec.objective.threshold)
-  # stylegan2-ada adjusts p every 4 steps (ada_interval), from r_t over their 4 batches, by 4
-  # batches' worth of images; every step by one batch's worth is the same rate.
-  return augment.ada_step(p, rt, spec.augment_target, spec.batch_size), rt
+def adapt_augment_p(spec: StepSpec, p: jax.Array, reals: Sequence[losses.DiscOutput]):
+  """ADA's p after a step, and r_t over the step's D updates: the mean sign of D's realness on
+  the real batch of each (augmented, and before that update), as stylegan2-ada reads its
+  'signs/real' over an interval. Realness is the objective's, measured from its decision boundary,
+  as the accuracy metrics read it. p moves by the real images D saw, a batch per update."""
+  realness = jnp.concatenate([spec.objective.realness(real) for real in reals])
+  rt = augment.ada_rt(realness - spec.objective.threshold)
+  # stylegan2-ada adjusts p every 4 steps (ada_interval), from the signs on those steps' real
+  # batches, by their images; every step, from and by this step's, is the same rate.
+  return augment.ada_step(p, rt, spec.augment_target, spec.batch_size * len(reals)), rt
 
 
 def watch_step(step_fn: Callable, state: GANState, device_data: dict, watch: dict):

@@ -169,7 +169,7 @@ def test_read_outs_follow_the_head_that_the_objective_trains():
   for terms in ({}, {'sigmoid_real': 1.0, 'sigmoid_fake': 1.0}):
     objective = Objective(head_config(terms, d_kwargs={'sigmoid_head': True}).loss)
     spec = types.SimpleNamespace(objective=objective, augment_target=0.6, batch_size=B)
-    _, rt = adapt_augment_p(spec, jnp.zeros(()), outputs['real'])
+    _, rt = adapt_augment_p(spec, jnp.zeros(()), [outputs['real']])
     metrics = {**objective.d_accuracies(outputs), 'rt': rt}
     read_outs[bool(terms)] = [float(metrics[k]) for k in ('d_acc_real', 'd_acc_fake', 'rt')]
   np.testing.assert_allclose(read_outs[False], [1.0, 0.0, 1.0])
