@@ -257,10 +257,14 @@ class Evaluator:
 
 
 def save_eval(
-  workdir: str, step: int, scores: dict[str, float], random_features: bool = False
+  workdir: str,
+  step: int,
+  scores: dict[str, float],
+  random_features: bool = False,
+  objective: Objective | None = None,
 ) -> str:
-  """Writes eval.json (atomically) and the run's report.md, with the diagnosis of its metrics;
-  returns the eval.json path."""
+  """Writes eval.json (atomically) and the run's report.md, with the diagnosis of its metrics
+  under its `objective`; returns the eval.json path."""
   path = os.path.join(workdir, 'eval.json')
   atomic_write_bytes(path, json.dumps({'step': step, **scores}, indent=2).encode())
   notes = (
@@ -276,6 +280,9 @@ def save_eval(
     workdir,
     step,
     scores,
-    (*notes, diagnosis.report_section(diagnosis.diagnose(read_metrics(workdir)))),
+    (
+      *notes,
+      diagnosis.report_section(diagnosis.diagnose(read_metrics(workdir), objective=objective)),
+    ),
   )
   return path

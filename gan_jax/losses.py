@@ -172,6 +172,9 @@ class Term:
   reads_gradient: bool = False  # fn reads `input_grads` of its inputs
   lazy: bool = False  # applied every `hparams.lazy_every` D steps, weighted by that interval
   reads_head: bool = False  # fn reads `real_fake`, which only a D with a sigmoid head gives
+  # A Wasserstein critic's score: no floor to the loss and no offset to D's output, so neither a
+  # loss near 0 nor a threshold on D means anything (the diagnosis reads neither).
+  critic: bool = False
 
 
 def _squeeze(out: DiscOutput) -> Array:
@@ -221,8 +224,12 @@ D_TERMS: dict[str, Term] = {
   'sigmoid_fake': _on_head('sigmoid_fake', 'fake', lambda x, hp: bce_fake(x), _AT_ZERO),
   'hinge_real': Term(('real',), lambda o, hp: hinge_real(_squeeze(o['real'])), _AT_ZERO),
   'hinge_fake': Term(('fake',), lambda o, hp: hinge_fake(_squeeze(o['fake'])), _AT_ZERO),
-  'critic_real': Term(('real',), lambda o, hp: critic_real(_squeeze(o['real'])), _AT_ZERO),
-  'critic_fake': Term(('fake',), lambda o, hp: critic_fake(_squeeze(o['fake'])), _AT_ZERO),
+  'critic_real': Term(
+    ('real',), lambda o, hp: critic_real(_squeeze(o['real'])), _AT_ZERO, critic=True
+  ),
+  'critic_fake': Term(
+    ('fake',), lambda o, hp: critic_fake(_squeeze(o['fake'])), _AT_ZERO, critic=True
+  ),
   'gradient_penalty': Term(
     ('interpolated',),
     lambda o, hp: gradient_penalty(o['interpolated'].input_grads),

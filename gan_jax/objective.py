@@ -58,6 +58,10 @@ class Objective:
       if t.boundary and t.reads_head == self.reads_head
     }
     self.threshold = boundaries.pop() if len(boundaries) == 1 else 0.0
+    # What the diagnosis may read: whether D is a Wasserstein critic, and whether a term's real
+    # target is hparams.real_target (one-sided smoothing, its advice against a winning D).
+    self.critic = any(t.critic for t in self.active_d_terms)
+    self.smooths = any(self.d_weights.get(n) for n in ('bce_real', 'sigmoid_real'))
 
   def realness(self, out: DiscOutput) -> Array:
     """How real D finds each image, read where the objective trains D for real/fake (above
