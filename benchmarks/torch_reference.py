@@ -328,7 +328,7 @@ ARCHS = {
     64,
     False,
     channels=3,
-    augment='translation,cutout,color',
+    augment='color,translation,cutout',
     g_ema_decay=0.999,
   ),
 }

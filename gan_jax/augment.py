@@ -5,7 +5,9 @@ passes real and generated images through the same random transforms before D, so
 memorise a small training set; every transform is differentiable, so G's gradient flows back
 through it. Constants follow the reference (mit-han-lab/data-efficient-gans,
 DiffAugment_pytorch.py), which like this repository takes images in [-1, 1]: 0 is mid-grey, the
-fill of translation's padding and of cutout's square.
+fill of translation's padding and of cutout's square. Transforms run in the policy's order; the
+reference's is `REFERENCE_POLICY`, colour first, so that the padding and the square stay at 0 and
+contrast scales around the image's own mean.
 
 ADA (Karras et al. 2020, "Training GANs with Limited Data") applies each transform with a
 probability p that it tunes as training goes, from how sure D is of the real images
@@ -26,6 +28,7 @@ CUTOUT_RATIO = 0.5  # zero a square of half the image size
 ADA_TARGET = 0.6  # the r_t ADA holds (Karras et al. 2020; stylegan2-ada's ada_target)
 ADA_INTERVAL = 4  # steps between adjustments of p (stylegan2-ada's ada_interval)
 ADA_SPEED_IMAGES = 500_000  # images it takes p to move by 1 (stylegan2-ada's ada_kimg = 500)
+REFERENCE_POLICY = 'color,translation,cutout'  # DiffAugment-stylegan2's default, in its order
 
 
 def _gated(key: Array, probability: float | Array, value: Array, identity) -> Array:
@@ -124,7 +127,7 @@ POLICIES = tuple(_TRANSFORMS)
 
 
 def parse_policy(text: str) -> tuple[str, ...]:
-  """'translation,cutout,color' -> ('translation', 'cutout', 'color'); '' -> ()."""
+  """'color,translation,cutout' -> ('color', 'translation', 'cutout'); '' -> ()."""
   names = tuple(name.strip() for name in text.split(',') if name.strip())
   unknown = [name for name in names if name not in _TRANSFORMS]
   if unknown:

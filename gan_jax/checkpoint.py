@@ -1,5 +1,6 @@
 """Orbax checkpoints of a run: the GANState plus the JSON facts that define the run."""
 
+from collections.abc import Collection
 import dataclasses
 import glob
 import os
@@ -55,22 +56,27 @@ class Checkpointer:
   def restore_meta(self, step: int) -> dict:
     return self._restore(step, meta=ocp.args.JsonRestore())['meta']
 
-  def restore(self, step: int, abstract_state: Any) -> Any:
+  def restore(self, step: int, abstract_state: Any, zero_if_absent: Collection[str] = ()) -> Any:
     """Restores into `abstract_state` (a dataclass of shapes, dtypes and shardings from
     jax.eval_shape). Its fields that are None (an option that is off, such as the EMA of G) are
-    not read, so a checkpoint written before such an optional field existed still restores."""
+    not read, so a checkpoint written before such an optional field existed still restores; the
+    fields named in `zero_if_absent` restore as zeros from a checkpoint that lacks them."""
     fields = {f.name: getattr(abstract_state, f.name) for f in dataclasses.fields(abstract_state)}
     target = {name: value for name, value in fields.items() if value is not None}
     restore_args = ocp.checkpoint_utils.construct_restore_args(target)
     args = ocp.args.PyTreeRestore(target, restore_args=restore_args, partial_restore=True)
     restored = self._restore(step, state=args)['state']
     # A partial restore leaves what the checkpoint lacks as it was asked for: abstract.
-    for name, value in restored.items():
-      if any(isinstance(leaf, jax.ShapeDtypeStruct) for leaf in jax.tree.leaves(value)):
+    for name, value in list(restored.items()):
+      if not any(isinstance(leaf, jax.ShapeDtypeStruct) for leaf in jax.tree.leaves(value)):
+        continue
+      if name not in zero_if_absent:
         raise BadInput(
           f'checkpoint {os.path.join(self.directory, str(step))} cannot be read: it has no '
           f'{name!r}, an option its run did not use; resume with that option off'
         )
+      zeros = lambda s: jax.device_put(np.zeros(s.shape, s.dtype), s.sharding)
+      restored[name] = jax.tree.map(zeros, value)
     return abstract_state.replace(**restored)
 
   def _restore(self, step: int, **items) -> Any:

@@ -62,7 +62,7 @@ def check_augment_target(config: ConfigDict) -> None:
   if not augment.parse_policy(config.data.augment):
     raise BadInput(
       f'data.augment_target={target} adapts how often data.augment applies, but '
-      f"data.augment={config.data.augment!r} is off; set it too, e.g. 'translation,cutout,color'"
+      f'data.augment={config.data.augment!r} is off; set it too, e.g. {augment.REFERENCE_POLICY!r}'
     )
   if 'real' not in losses.outputs_needed(config.loss.d_terms, losses.D_TERMS):
     raise BadInput(

@@ -15,11 +15,17 @@ through their plain names (the means over seeds).
                    below its best so far, or class entropy > 30% below its best so far.
   nonfinite_ahead  a gradient norm (D's or G's) >= 100x the smallest in the window, or
                    above 1e4: the next steps are likely to overflow.
+
+Given the run's objective, a Wasserstein critic (critic_real, critic_fake) is not checked for
+d_overpowers_g or d_collapse: its loss is negative by construction and its output has no offset,
+so neither a loss near 0 nor D's accuracy at a threshold says anything of it; and the advice to
+smooth D's real target is given only where a term reads it (bce_real, sigmoid_real).
 """
 
 from collections.abc import Callable, Mapping, Sequence
 import dataclasses
 import math
+from typing import Protocol
 
 Row = Mapping[str, object]
 
@@ -35,8 +41,9 @@ ENTROPY_DROP = 0.3  # fraction below the best class entropy so far
 GRAD_GROWTH = 100.0  # latest gradient norm / smallest in the window
 GRAD_HIGH = 1e4
 
-AUGMENT = '--config.data.augment=translation,cutout,color'
+AUGMENT = '--config.data.augment=color,translation,cutout'  # augment.REFERENCE_POLICY
 SPECTRAL_NORM = '--config.model.d_kwargs.spectral_norm=True'
+SMOOTHING = '--config.loss.hparams.real_target=0.9'
 # What each symptom means, and the overrides that address it, strongest first. Learning
 # rates are relative to the default 2e-4 of both optimizers.
 SYMPTOMS = {
@@ -44,7 +51,7 @@ SYMPTOMS = {
     "D separates real from fake perfectly, so its loss and G's gradient vanish while "
     "G's loss climbs: G stops learning.",
     (
-      '--config.loss.hparams.real_target=0.9',
+      SMOOTHING,
       '--config.optimizer.d.learning_rate=1e-4',
       AUGMENT,
       SPECTRAL_NORM,
@@ -193,33 +200,51 @@ RULES: dict[str, Callable[[Sequence[Row], int], str | None]] = {
   'mode_collapse': _mode_collapse,
   'nonfinite_ahead': _nonfinite_ahead,
 }
+THRESHOLD_RULES = ('d_overpowers_g', 'd_collapse')  # they read D's loss floor and threshold
+
+
+class Objective(Protocol):
+  """What the rules ask of a run's objective (`objective.Objective` answers)."""
+
+  critic: bool  # D is a Wasserstein critic
+  smooths: bool  # a term's real target is loss.hparams.real_target
 
 
 class Watcher:
-  """Reads metric rows as the run logs them; reports each symptom the first time it holds."""
+  """Reads metric rows as the run logs them; reports each symptom the first time it holds.
+  `objective`: the run's (None: one that BCE-like rules and advice fit)."""
 
-  def __init__(self, window: int = WINDOW):
+  def __init__(self, window: int = WINDOW, objective: Objective | None = None):
     self.window = window
     self.rows: list[Row] = []
     self.found: list[Diagnosis] = []
+    critic = objective is not None and objective.critic
+    self.rules = {s: r for s, r in RULES.items() if not (critic and s in THRESHOLD_RULES)}
+    smooths = objective is None or objective.smooths
+    self.advice = {
+      s: (meaning, tuple(f for f in flags if smooths or f != SMOOTHING))
+      for s, (meaning, flags) in SYMPTOMS.items()
+    }
 
   def update(self, row: Row) -> list[Diagnosis]:
     """The symptoms first recognised at this row."""
     self.rows.append(row)
     seen = {diagnosis.symptom for diagnosis in self.found}
     new = []
-    for symptom, rule in RULES.items():
+    for symptom, rule in self.rules.items():
       evidence = None if symptom in seen else rule(self.rows, self.window)
       if evidence:
-        meaning, overrides = SYMPTOMS[symptom]
+        meaning, overrides = self.advice[symptom]
         new.append(Diagnosis(symptom, int(row['step']), f'{evidence} {meaning}', overrides))
     self.found.extend(new)
     return new
 
 
-def diagnose(rows: Sequence[Row], window: int = WINDOW) -> list[Diagnosis]:
+def diagnose(
+  rows: Sequence[Row], window: int = WINDOW, objective: Objective | None = None
+) -> list[Diagnosis]:
   """Every symptom in a finished run's rows, each at the first step it held."""
-  watcher = Watcher(window)
+  watcher = Watcher(window, objective)
   for row in rows:
     watcher.update(row)
   return watcher.found

@@ -19,7 +19,8 @@ from ml_collections import ConfigDict
 import numpy as np
 import optax
 
-from gan_jax import data, diagnosis, losses, metrics, models
+from gan_jax import data, diagnosis, metrics, models
+from gan_jax.objective import Objective
 from gan_jax.state import EVAL_STREAM, apply_inference, stream_key
 from gan_jax.writers import atomic_write_bytes, read_metrics, write_report
 
@@ -213,7 +214,7 @@ class Evaluator:
     dataset: data.Dataset,
     generator: nn.Module,
     discriminator: nn.Module,
-    objective: losses.Objective,
+    objective: Objective,
   ):
     self.config, self.generator, self.discriminator = config, generator, discriminator
     self.classifier = load_classifier(dataset)
@@ -281,10 +282,14 @@ class Evaluator:
 
 
 def save_eval(
-  workdir: str, step: int, scores: dict[str, float], random_features: bool = False
+  workdir: str,
+  step: int,
+  scores: dict[str, float],
+  random_features: bool = False,
+  objective: Objective | None = None,
 ) -> str:
-  """Writes eval.json (atomically) and the run's report.md, with the diagnosis of its metrics;
-  returns the eval.json path."""
+  """Writes eval.json (atomically) and the run's report.md, with the diagnosis of its metrics
+  under its `objective`; returns the eval.json path."""
   path = os.path.join(workdir, 'eval.json')
   atomic_write_bytes(path, json.dumps({'step': step, **scores}, indent=2).encode())
   notes = (
@@ -301,6 +306,9 @@ def save_eval(
     step,
     scores,
     METRIC_NOTES,
-    (*notes, diagnosis.report_section(diagnosis.diagnose(read_metrics(workdir)))),
+    (
+      *notes,
+      diagnosis.report_section(diagnosis.diagnose(read_metrics(workdir), objective=objective)),
+    ),
   )
   return path

@@ -144,8 +144,8 @@ FIELDS: dict[str, Field] = {
   ),
   'data.augment': Field(
     '',
-    'DiffAugment (Zhao et al. 2020) of every image D sees, real and fake: a policy of '
-    "comma-separated transforms ('' = off)",
+    'DiffAugment (Zhao et al. 2020) of every image D sees: comma-separated transforms, run in '
+    "the order given (the reference's: color,translation,cutout; '' = off)",
     Domain('names', choices=augment.POLICIES),
     before='',
   ),

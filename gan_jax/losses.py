@@ -1,17 +1,17 @@
-"""GAN losses as pure functions of logits, and the objectives built from them.
+"""GAN losses as pure functions of logits, and the named terms objectives are built from.
 
 Every loss takes logits (never probabilities), is written with `log_sigmoid` /
 `log_softmax` / `logsumexp` so that it stays finite at any logit, and returns one
 value per example, like `optax.losses`: the caller chooses reduction and weights.
 
-An objective is a weighted sum of named terms (`D_TERMS`, `G_TERMS`), chosen in the
-config as `{name: weight}`; each term reads one discriminator output of the step:
+An objective (`objective.Objective`) is a weighted sum of named terms (`D_TERMS`, `G_TERMS`),
+chosen in the config as `{name: weight}`; each term reads one discriminator output of the step:
 
   'real'     D(x) on real images (with their labels, for conditional D)
   'fake'     D(G(z)) (with the labels G was asked for)
   'wrong'    D(x, y_wrong) on real images with mismatched labels (GAN-cls)
   'labeled'  D(x) on the labeled subset (SGAN), scored against its labels
-  'interpolated'  D(εx + (1 − ε)G(z)) on random interpolates (WGAN-GP)
+  'interpolated'  D(εx + (1 − ε)G(z)) on random interpolates of the images D sees (WGAN-GP)
 """
 
 from collections.abc import Callable, Mapping
@@ -180,6 +180,9 @@ class Term:
   reads_gradient: bool = False  # fn reads `input_grads` of its inputs
   lazy: bool = False  # applied every `hparams.lazy_every` D steps, weighted by that interval
   reads_head: bool = False  # fn reads `real_fake`, which only a D with a sigmoid head gives
+  # A Wasserstein critic's score: no floor to the loss and no offset to D's output, so neither a
+  # loss near 0 nor a threshold on D means anything (the diagnosis reads neither).
+  critic: bool = False
 
 
 def _squeeze(out: DiscOutput) -> Array:
@@ -187,7 +190,12 @@ def _squeeze(out: DiscOutput) -> Array:
   return out.logits[..., 0]
 
 
-def _on_head(term: str, name: str, loss: Callable[[Array, ConfigDict], Array]) -> Term:
+def _on_head(
+  term: str,
+  name: str,
+  loss: Callable[[Array, ConfigDict], Array],
+  boundary: Callable[[ConfigDict], float] | None = None,
+) -> Term:
   """Term `term`: a BCE `loss` on the logit of the real/fake sigmoid head of SGAN's D (optional,
   beside the N+1 softmax) for D input `name`; refused on a D without that head."""
 
@@ -196,7 +204,7 @@ def _on_head(term: str, name: str, loss: Callable[[Array, ConfigDict], Array]) -
       raise BadInput(f"loss term {term} needs D's sigmoid head: model.d_kwargs.sigmoid_head=True")
     return loss(outputs[name].real_fake[..., 0], hp)
 
-  return Term((name,), fn, reads_head=True)
+  return Term((name,), fn, boundary, reads_head=True)
 
 
 _AT_ZERO = lambda hp: 0.0  # noqa: E731  (a logit of 0, or p_real = p_fake)
@@ -221,12 +229,18 @@ D_TERMS: dict[str, Term] = {
   ),
   'sgan_real': Term(('real',), lambda o, hp: sgan_real(o['real'].logits), _AT_ZERO),
   'sgan_fake': Term(('fake',), lambda o, hp: sgan_fake(o['fake'].logits), _AT_ZERO),
-  'sigmoid_real': _on_head('sigmoid_real', 'real', lambda x, hp: bce_real(x, hp.real_target)),
-  'sigmoid_fake': _on_head('sigmoid_fake', 'fake', lambda x, hp: bce_fake(x)),
+  'sigmoid_real': _on_head(
+    'sigmoid_real', 'real', lambda x, hp: bce_real(x, hp.real_target), _AT_ZERO
+  ),
+  'sigmoid_fake': _on_head('sigmoid_fake', 'fake', lambda x, hp: bce_fake(x), _AT_ZERO),
   'hinge_real': Term(('real',), lambda o, hp: hinge_real(_squeeze(o['real'])), _AT_ZERO),
   'hinge_fake': Term(('fake',), lambda o, hp: hinge_fake(_squeeze(o['fake'])), _AT_ZERO),
-  'critic_real': Term(('real',), lambda o, hp: critic_real(_squeeze(o['real'])), _AT_ZERO),
-  'critic_fake': Term(('fake',), lambda o, hp: critic_fake(_squeeze(o['fake'])), _AT_ZERO),
+  'critic_real': Term(
+    ('real',), lambda o, hp: critic_real(_squeeze(o['real'])), _AT_ZERO, critic=True
+  ),
+  'critic_fake': Term(
+    ('fake',), lambda o, hp: critic_fake(_squeeze(o['fake'])), _AT_ZERO, critic=True
+  ),
   'gradient_penalty': Term(
     ('interpolated',),
     lambda o, hp: gradient_penalty(o['interpolated'].input_grads),
@@ -307,94 +321,3 @@ def mismatched_labels(key: Array, labels: Array, num_classes: int) -> Array:
 
 
 Batch = tuple[Array, Array]  # (images, labels)
-
-
-class Objective:
-  """A system's objective, built once from `config.loss`: the one place that reads term names.
-
-  The step asks it which batches to draw and which D inputs to build, the losses of D and G,
-  and D's accuracy metrics; the evaluator and the checks ask it what the system trains.
-  """
-
-  def __init__(self, loss_config: ConfigDict):
-    self.d_weights = dict(loss_config.d_terms)
-    self.g_weights = dict(loss_config.g_terms)
-    self.hparams = loss_config.hparams
-    self.d_needs = outputs_needed(self.d_weights, D_TERMS)
-    self.g_needs = outputs_needed(self.g_weights, G_TERMS)
-    # Without G terms the objective trains D alone (SGAN's supervised baseline).
-    self.trains_generator = any(self.g_weights.values())
-    self.generates = self.trains_generator or 'fake' in self.d_needs
-    # The label budget: only the semi-supervised terms read the labeled subset.
-    self.uses_labels = 'labeled' in self.d_needs
-    # Whether the data must have labels: a label budget, or mismatched pairs to reject.
-    self.needs_labels = bool({'labeled', 'wrong'} & self.d_needs)
-    self.active_d_terms = [D_TERMS[n] for n, w in self.d_weights.items() if w]
-    # The D input whose pass updates D's running statistics: real images (see passes.discriminate).
-    self.statistics_input = next(
-      (n for n in ('real', 'labeled', 'wrong') if n in self.d_needs), None
-    )
-    # Lazy terms, applied every hparams.lazy_every D steps: the step runs two forms of D's update.
-    lazy = any(t.lazy for t in self.active_d_terms)
-    self.lazy_every = self.hparams.get('lazy_every', 1) if lazy else 1
-    boundaries = {t.boundary(self.hparams) for t in self.active_d_terms if t.boundary}
-    self.threshold = boundaries.pop() if len(boundaries) == 1 else 0.0
-
-  def gradient_inputs(self, lazy: bool) -> frozenset[str]:
-    """D inputs whose input gradient this update's terms read (R1: 'real', WGAN-GP:
-    'interpolated'); `lazy`: the update applies the lazy terms."""
-    applies = lambda t: not t.lazy or lazy or self.lazy_every == 1
-    return frozenset(
-      i for t in self.active_d_terms if t.reads_gradient and applies(t) for i in t.needs
-    )
-
-  def d_inputs(
-    self, real: Batch, fake: Batch | None, labeled: Batch | None, key: Array, num_classes: int
-  ) -> dict[str, Batch]:
-    """D's inputs by name (see the module docstring), each built only where a term reads it."""
-    images, labels = real
-
-    def interpolated():
-      """x̂ = εx + (1 − ε)G(z), ε ~ U[0, 1] per example (WGAN-GP)."""
-      eps = jax.random.uniform(
-        jax.random.fold_in(key, 1), (images.shape[0],) + (1,) * (images.ndim - 1)
-      )
-      return eps * images + (1 - eps) * fake[0], labels
-
-    build = {
-      'real': lambda: real,
-      'fake': lambda: fake,
-      'labeled': lambda: labeled,
-      'wrong': lambda: (images, mismatched_labels(key, labels, num_classes)),
-      'interpolated': interpolated,
-    }
-    return {name: build[name]() for name in sorted(self.d_needs)}
-
-  def g_inputs(self, real: Batch, fake: Batch) -> dict[str, Batch]:
-    """G's D inputs: those its terms read, `fake` being the batch G's gradient flows through."""
-    return {name: {'real': real, 'fake': fake}[name] for name in sorted(self.g_needs)}
-
-  def d_loss(
-    self, outputs: Mapping[str, DiscOutput], lazy: bool = False
-  ) -> tuple[Array, dict[str, Array]]:
-    return weighted_sum(self.d_weights, D_TERMS, outputs, self.hparams, lazy)
-
-  def g_loss(self, outputs: Mapping[str, DiscOutput]) -> tuple[Array, dict[str, Array]]:
-    return weighted_sum(self.g_weights, G_TERMS, outputs, self.hparams)
-
-  def d_accuracies(self, outputs: Mapping[str, DiscOutput]) -> dict[str, Array]:
-    """D's share right: real and labeled real called real, fake and mismatched called fake, and
-    the labeled images' classes (argmax over the N real classes)."""
-    metrics = {}
-    for name, is_real in (('real', True), ('fake', False), ('wrong', False)):
-      if name in outputs:
-        score = realness(outputs[name].logits)
-        metrics[f'd_acc_{name}'] = jnp.mean(
-          score > self.threshold if is_real else score <= self.threshold
-        )
-    if 'labeled' in outputs:
-      labeled = outputs['labeled']
-      metrics['d_acc_labeled'] = jnp.mean(
-        jnp.argmax(labeled.logits[..., :-1], -1) == labeled.labels
-      )
-    return metrics

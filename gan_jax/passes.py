@@ -2,7 +2,9 @@
 (with input gradients where a term reads them), G with its pull-back, and DiffAugment of D's
 inputs; `StepSpec` holds what they need besides the state and the data."""
 
+from collections.abc import Callable, Mapping
 import dataclasses
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -13,6 +15,7 @@ from ml_collections import ConfigDict
 import numpy as np
 
 from gan_jax import augment, data, losses, parallel
+from gan_jax.objective import Objective
 from gan_jax.state import NetState
 
 
@@ -29,7 +32,7 @@ class StepSpec:
 
   generator: nn.Module
   discriminator: nn.Module
-  objective: losses.Objective
+  objective: Objective
   batch_size: int
   labeled_batch_size: int
   latent_dim: int
@@ -49,7 +52,7 @@ class StepSpec:
     return cls(
       generator,
       discriminator,
-      losses.Objective(config.loss),
+      Objective(config.loss),
       config.data.batch_size,
       config.data.labeled_batch_size or config.data.batch_size,
       config.model.latent_dim,
@@ -104,11 +107,16 @@ def apply_d(
   labels: jax.Array,
   key: jax.Array,
   with_input_grads: bool,
+  augment: Callable[[jax.Array], jax.Array] | None = None,
 ):
-  """One training-mode pass of D: (logits, features, ∇ of realness w.r.t. `images` or None, the
-  logit of D's real/fake sigmoid head or None) and the statistics it would update."""
+  """One training-mode pass of D on `augment(images)`: (logits, features, ∇ of the objective's
+  realness w.r.t. `images` or None, the logit of D's real/fake sigmoid head or None) and the
+  statistics it would update. The gradient is taken through the augmentation, with respect to the
+  images before it, as stylegan2-ada's R1 (its Dr1 phase) and DiffAugment's low-shot code take it."""
 
   def run(images):
+    if augment is not None:
+      images = augment(images)
     variables = {
       'params': spec.compute(params),
       **({'batch_stats': batch_stats} if batch_stats else {}),
@@ -122,12 +130,9 @@ def apply_d(
       mutable=['batch_stats'],
     )
     logits, features, *head = spec.to_float32(out)  # a D with a sigmoid head gives its logit third
-    return jnp.sum(losses.realness(logits)), (
-      logits,
-      features,
-      head[0] if head else None,
-      mutated.get('batch_stats', batch_stats),
-    )
+    head = head[0] if head else None
+    realness = spec.objective.realness(losses.DiscOutput(logits, features, labels, None, head))
+    return jnp.sum(realness), (logits, features, head, mutated.get('batch_stats', batch_stats))
 
   if not with_input_grads:
     logits, features, real_fake, new_stats = run(images)[1]
@@ -145,16 +150,32 @@ def discriminate(
   inputs: dict[str, losses.Batch],
   key: jax.Array,
   gradient_inputs=frozenset(),
+  augment: Mapping[str, Callable[[jax.Array], jax.Array]] | None = None,
 ) -> tuple[dict[str, losses.DiscOutput], Any]:
-  """D in training mode on each named input; returns its outputs (with input gradients for
-  `gradient_inputs`) and its new statistics."""
-  names = sorted(inputs)
+  """D in training mode on each named input, through its `augment` (`augmentations`; none where
+  absent); returns its outputs (with input gradients for `gradient_inputs`) and its new
+  statistics."""
+  names, augment = sorted(inputs), augment or {}
   if not batch_stats:
     # No statistics, so one concatenated pass gives the same logits as separate ones, faster.
     images = jnp.concatenate([inputs[n][0] for n in names])
     labels = jnp.concatenate([inputs[n][1] for n in names])
-    outputs, _ = apply_d(spec, params, batch_stats, images, labels, key, bool(gradient_inputs))
     bounds = np.cumsum([inputs[n][0].shape[0] for n in names])[:-1]
+
+    def augment_each(images):
+      parts = jnp.split(images, bounds)
+      return jnp.concatenate([augment[n](x) if n in augment else x for n, x in zip(names, parts)])
+
+    outputs, _ = apply_d(
+      spec,
+      params,
+      batch_stats,
+      images,
+      labels,
+      key,
+      bool(gradient_inputs),
+      augment_each if augment else None,
+    )
     parts = [jnp.split(x, bounds) if x is not None else [None] * len(names) for x in outputs]
     return {
       n: losses.DiscOutput(l, f, inputs[n][1], g if n in gradient_inputs else None, h)
@@ -167,7 +188,14 @@ def discriminate(
   for i, n in enumerate(names):
     images, labels = inputs[n]
     (logits, features, grads, real_fake), stats = apply_d(
-      spec, params, batch_stats, images, labels, jax.random.fold_in(key, i), n in gradient_inputs
+      spec,
+      params,
+      batch_stats,
+      images,
+      labels,
+      jax.random.fold_in(key, i),
+      n in gradient_inputs,
+      augment.get(n),
     )
     if n == spec.objective.statistics_input:
       new_stats = stats
@@ -192,15 +220,23 @@ def generate(spec: StepSpec, g_state: NetState, batch_stats, z: jax.Array, label
   return jax.vjp(forward, g_state.params, has_aux=True)
 
 
-def augmented(
-  spec: StepSpec, inputs: dict[str, losses.Batch], key: jax.Array, p: jax.Array | None
-) -> dict[str, losses.Batch]:
-  """Every input D sees, real and fake alike, through DiffAugment (the identity when off): each
-  transform with ADA's probability `p`, or on every image where `p` is None (ADA off)."""
+def augmentations(
+  spec: StepSpec, names, key: jax.Array, p: jax.Array | None
+) -> dict[str, Callable[[jax.Array], jax.Array]]:
+  """DiffAugment of each of D's inputs `names`, real and fake alike, each with a key of its own
+  (none when off): each transform with ADA's probability `p`, or on every image where `p` is None
+  (ADA off). WGAN-GP's interpolates are none of them: `Objective.d_inputs` builds them
+  between augmented real and fake images, which D then sees as they are."""
   if not spec.augment:
-    return inputs
+    return {}
   probability = 1.0 if p is None else p
   return {
-    n: (augment.diff_augment(images, jax.random.fold_in(key, i), spec.augment, probability), labels)
-    for i, (n, (images, labels)) in enumerate(sorted(inputs.items()))
+    n: functools.partial(
+      augment.diff_augment,
+      key=jax.random.fold_in(key, i),
+      policy=spec.augment,
+      probability=probability,
+    )
+    for i, n in enumerate(sorted(names))
+    if n != 'interpolated'
   }

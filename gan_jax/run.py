@@ -8,9 +8,10 @@ import jax.numpy as jnp
 from ml_collections import ConfigDict
 import numpy as np
 
-from gan_jax import checks, data, evaluation, losses, models, parallel, stream
+from gan_jax import checks, data, evaluation, models, parallel, stream
 from gan_jax.checkpoint import Checkpointer
 from gan_jax.errors import BadInput
+from gan_jax.objective import Objective
 from gan_jax.seeds import Seeds
 from gan_jax.state import (
   GRID_STREAM,
@@ -37,7 +38,7 @@ class Run:
     checks.check_config(config)
     checks.check_workdir(workdir)
     self.config, self.workdir = config, workdir
-    self.objective = losses.Objective(config.loss)
+    self.objective = Objective(config.loss)
     self.seeds = Seeds(config.seed, config.num_seeds)
     # Process 0 prepares the data on first use; the others then read what it wrote.
     self.dataset = parallel.primary_first(lambda: data.open_dataset(config.data), 'data')
@@ -166,7 +167,8 @@ class Run:
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.replicated),
       jax.eval_shape(self.init_state),
     )
-    return self.checkpointer.restore(step, abstract)
+    # A checkpoint from before the lazy terms' logged values were kept logs 0 until they apply.
+    return self.checkpointer.restore(step, abstract, zero_if_absent=('lazy_parts',))
 
   @property
   def meta(self) -> dict:

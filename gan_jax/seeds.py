@@ -34,6 +34,10 @@ class Seeds:
     """`fn` of one seed's values as a function of the stacked ones (axes as for jax.vmap)."""
     return jax.vmap(fn, in_axes=in_axes) if self.stacked else fn
 
+  def common(self, x: jax.Array) -> jax.Array:
+    """A value every seed holds alike (stacked: K equal copies), as one unstacked value."""
+    return x[0] if self.stacked else x
+
   def stack(self, arrays: Sequence[np.ndarray]) -> np.ndarray:
     """One array per seed → the run's layout."""
     return np.stack(arrays) if self.stacked else np.asarray(arrays[0])

@@ -10,6 +10,8 @@ import jax.numpy as jnp
 from ml_collections import ConfigDict
 import optax
 
+from gan_jax.objective import Objective
+
 # Independent random streams, each folded from a run's base key PRNGKey(seed): never
 # PRNGKey(seed + i), which is the base key of the run of seed + i (seed i of a K-seed run).
 (
@@ -45,8 +47,9 @@ class Averaged(struct.PyTreeNode):
 class GANState(struct.PyTreeNode):
   """G and D, the global step and the run's base key (each step folds the step number in), the
   EMA of G (None unless model.g_ema_decay > 0) that samples and evaluations use, ADA's
-  probability of each augmentation (None unless data.augment_target > 0), and the EMA of D (None
-  unless model.d_ema_decay > 0) whose class head evaluation scores."""
+  probability of each augmentation (None unless data.augment_target > 0), each lazy term's mean
+  at its last application, which the step logs in between (None unless lazy terms are on), and
+  the EMA of D (None unless model.d_ema_decay > 0) whose class head evaluation scores."""
 
   step: jax.Array
   rng: jax.Array
@@ -54,6 +57,7 @@ class GANState(struct.PyTreeNode):
   d: NetState
   g_ema: Averaged | None = None
   augment_p: jax.Array | None = None
+  lazy_parts: dict[str, jax.Array] | None = None
   d_ema: Averaged | None = None
 
   @property
@@ -134,5 +138,6 @@ def create_state(
     g_ema=Averaged(g.params, g.batch_stats) if config.model.g_ema_decay else None,
     # ADA starts from no augmentation and raises p only once D grows sure of the real images.
     augment_p=jnp.zeros((), jnp.float32) if config.data.augment_target else None,
+    lazy_parts={n: jnp.zeros((), jnp.float32) for n in Objective(config.loss).lazy_terms} or None,
     d_ema=Averaged(d.params, d.batch_stats) if config.model.d_ema_decay else None,
   )

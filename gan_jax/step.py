@@ -1,10 +1,10 @@
 """The training step: `d_steps` D updates then one G update, and the compiled form the loop runs.
 
 `build_step` is the one public way to get the compiled step; the loop and `--mode=bench` both
-call it. Everything the step knows of the system comes from `losses.Objective`.
+call it. Everything the step knows of the system comes from `objective.Objective`.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 import functools
 from typing import NamedTuple
 
@@ -16,7 +16,7 @@ from ml_collections import ConfigDict
 import optax
 
 from gan_jax import augment, losses, parallel
-from gan_jax.passes import StepSpec, augmented, discriminate, gather, generate
+from gan_jax.passes import StepSpec, augmentations, discriminate, gather, generate
 from gan_jax.seeds import Seeds
 from gan_jax.state import (
   AUGMENT_STREAM,
@@ -68,9 +68,10 @@ def d_loss(
     spec,
     params,
     batch_stats,
-    augmented(spec, inputs, augment_key, augment_p),
+    inputs,
     drop_key,
     spec.objective.gradient_inputs(lazy),
+    augmentations(spec, inputs, augment_key, augment_p),
   )
   loss, parts = spec.objective.d_loss(outputs, lazy)
   # Input gradients are the loss's business only (and would give lax.cond's branches two shapes).
@@ -103,8 +104,11 @@ def g_loss_of_fake(
   augment_p: jax.Array | None,
 ):
   drop_key, augment_key = keys
-  inputs = augmented(spec, spec.objective.g_inputs(real, (fake, labels)), augment_key, augment_p)
-  outputs, _ = discriminate(spec, d_state.params, d_state.batch_stats, inputs, drop_key)
+  inputs = spec.objective.g_inputs(real, (fake, labels))
+  augment = augmentations(spec, inputs, augment_key, augment_p)
+  outputs, _ = discriminate(
+    spec, d_state.params, d_state.batch_stats, inputs, drop_key, augment=augment
+  )
   return spec.objective.g_loss(outputs)
 
 
@@ -134,12 +138,17 @@ def g_update(
   }
 
 
-def train_step(spec: StepSpec, state: GANState, device_data: dict) -> tuple[GANState, dict]:
+def train_step(
+  spec: StepSpec, state: GANState, device_data: dict, step: jax.Array | None = None
+) -> tuple[GANState, dict]:
   """One step of one seed: `d_steps` D updates, then G's update on the last D update's fakes
-  (scored by D after that update, or before it with 'simultaneous' order)."""
+  (scored by D after that update, or before it with 'simultaneous' order). `step`: the step
+  number (default `state.step`), which decides the lazy terms' updates; under the seeds' vmap it
+  must be unbatched, or lax.cond turns into a select that runs both forms of the update."""
   objective = spec.objective
+  step = state.step if step is None else step
   keys = step_keys(state.rng, state.step)
-  d_state = state.d
+  d_state, lazy_parts, reals = state.d, state.lazy_parts, []
   for i in range(spec.d_steps):
     z_key, drop_key, wrong_key = jax.random.split(jax.random.fold_in(keys.step, i), 3)
     d_keys = (drop_key, jax.random.fold_in(keys.augment, i))
@@ -157,11 +166,19 @@ def train_step(spec: StepSpec, state: GANState, device_data: dict) -> tuple[GANS
         spec, device_data, 'labeled_indices', keys.labeled, data_index, spec.labeled_batch_size, i
       )
     d_fake = None if fake is None else (jax.lax.stop_gradient(fake), labels)
-    d_inputs = objective.d_inputs(real, d_fake, labeled, wrong_key, spec.discriminator.num_classes)
+    d_inputs = objective.d_inputs(
+      real,
+      d_fake,
+      labeled,
+      wrong_key,
+      spec.discriminator.num_classes,
+      augmentations(spec, objective.d_needs, d_keys[1], state.augment_p),
+    )
     d_before = d_state
     if objective.lazy_every > 1:  # two forms of the update; each step runs one
+      lazy = (step * spec.d_steps + i) % objective.lazy_every == 0
       d_state, loss, parts, d_outputs, grads = jax.lax.cond(
-        data_index % objective.lazy_every == 0,
+        lazy,
         functools.partial(d_update, spec, lazy=True),
         functools.partial(d_update, spec, lazy=False),
         d_state,
@@ -169,14 +186,18 @@ def train_step(spec: StepSpec, state: GANState, device_data: dict) -> tuple[GANS
         d_keys,
         state.augment_p,
       )
+      lazy_parts = {n: jnp.where(lazy, parts[n], v) for n, v in lazy_parts.items()}
     else:
       d_state, loss, parts, d_outputs, grads = d_update(
         spec, d_state, d_inputs, d_keys, state.augment_p
       )
+    if state.augment_p is not None:
+      reals.append(d_outputs['real'])
 
   metrics = {
     'd_loss': loss,
-    **{f'd/{k}': v for k, v in parts.items()},
+    # A lazy term as at its last application, which a log at a step without it would miss.
+    **{f'd/{k}': v for k, v in {**parts, **(lazy_parts or {})}.items()},
     'd_grad_norm': optax.tree.norm(grads),
     'd_param_norm': optax.tree.norm(d_state.params),
   }
@@ -204,27 +225,29 @@ def train_step(spec: StepSpec, state: GANState, device_data: dict) -> tuple[GANS
   )
   augment_p = state.augment_p
   if augment_p is not None:
-    augment_p, metrics['ada_rt'] = adapt_augment_p(spec, augment_p, d_outputs['real'])
+    augment_p, metrics['ada_rt'] = adapt_augment_p(spec, augment_p, reals)
     metrics['augment_p'] = augment_p
-  return GANState(
+  return state.replace(
     step=state.step + 1,
-    rng=state.rng,
     g=g_state,
     d=d_state,
     g_ema=g_ema,
     augment_p=augment_p,
+    lazy_parts=lazy_parts,
     d_ema=d_ema,
   ), metrics
 
 
-def adapt_augment_p(spec: StepSpec, p: jax.Array, real: losses.DiscOutput):
-  """ADA's p after a step, and r_t: D's realness on the real batch of the step's last D update,
-  augmented and before that update, as stylegan2-ada reads its 'signs/real'. Realness is measured
-  from the loss's decision boundary, where the accuracy metrics also split real from fake."""
-  rt = augment.ada_rt(losses.realness(real.logits) - spec.objective.threshold)
-  # stylegan2-ada adjusts p every 4 steps (ada_interval), from r_t over their 4 batches, by 4
-  # batches' worth of images; every step by one batch's worth is the same rate.
-  return augment.ada_step(p, rt, spec.augment_target, spec.batch_size), rt
+def adapt_augment_p(spec: StepSpec, p: jax.Array, reals: Sequence[losses.DiscOutput]):
+  """ADA's p after a step, and r_t over the step's D updates: the mean sign of D's realness on
+  the real batch of each (augmented, and before that update), as stylegan2-ada reads its
+  'signs/real' over an interval. Realness is the objective's, measured from its decision boundary,
+  as the accuracy metrics read it. p moves by the real images D saw, a batch per update."""
+  realness = jnp.concatenate([spec.objective.realness(real) for real in reals])
+  rt = augment.ada_rt(realness - spec.objective.threshold)
+  # stylegan2-ada adjusts p every 4 steps (ada_interval), from the signs on those steps' real
+  # batches, by their images; every step, from and by this step's, is the same rate.
+  return augment.ada_step(p, rt, spec.augment_target, spec.batch_size * len(reals)), rt
 
 
 def watch_step(step_fn: Callable, state: GANState, device_data: dict, watch: dict):
@@ -323,12 +346,13 @@ def build_step(
   """The compiled step of `config`, vmapped over the seeds of a K-seed run; `streamed`: its
   batches come from the host (`stream.HostBatches`) rather than the on-device data."""
   spec = StepSpec.from_config(config, generator, discriminator, mesh)
-
-  def one_step(state: GANState, device_data: dict) -> tuple[GANState, dict]:
-    return train_step(spec, state, device_data)
-
-  return CompiledStep(
-    seeds.vectorize(one_step, in_axes=(0, STREAMED_SEED_AXES if streamed else SEED_AXES)),
-    config.train.steps_per_call,
-    parallel.replicated(mesh),
+  one_step = functools.partial(train_step, spec)
+  every_seed = seeds.vectorize(
+    one_step, in_axes=(0, STREAMED_SEED_AXES if streamed else SEED_AXES, None)
   )
+
+  def step_fn(state: GANState, device_data: dict) -> tuple[GANState, dict]:
+    # Every seed is at the same step: one step number for all lets lazy updates skip their terms.
+    return every_seed(state, device_data, seeds.common(state.step))
+
+  return CompiledStep(step_fn, config.train.steps_per_call, parallel.replicated(mesh))

@@ -6,6 +6,8 @@ The vanilla GAN's smoke config, with two seeds (a p each) unless said otherwise:
 fast and have no dropout, so D's logits depend only on its parameters and the (augmented) images.
 """
 
+import types
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -13,17 +15,19 @@ import numpy as np
 import pytest
 from test_train import load_config
 
-from gan_jax import augment, checks
+from gan_jax import augment, checks, losses
 from gan_jax import step as step_lib
+from gan_jax.objective import Objective
 from gan_jax.run import Run
 from gan_jax.step import build_step
 
 TARGET = augment.ADA_TARGET
 
 
-def ada_config(target=TARGET, policy='translation', lsgan=False, num_seeds=2):
+def ada_config(target=TARGET, policy='translation', lsgan=False, num_seeds=2, d_steps=1):
   config = load_config('gan')
   config.num_seeds = num_seeds
+  config.train.d_steps = d_steps
   config.data.augment = policy
   config.data.augment_target = target
   if lsgan:
@@ -34,13 +38,13 @@ def ada_config(target=TARGET, policy='translation', lsgan=False, num_seeds=2):
 
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory):
-  """`runs(target, policy, lsgan)` -> (run, jitted one-step function), each built once."""
+  """`runs(target, policy, lsgan, d_steps)` -> (run, jitted one-step function), each built once."""
   built = {}
 
-  def get(target=TARGET, policy='translation', lsgan=False):
-    key = (target, policy, lsgan)
+  def get(target=TARGET, policy='translation', lsgan=False, d_steps=1):
+    key = (target, policy, lsgan, d_steps)
     if key not in built:
-      config = ada_config(target, policy, lsgan)
+      config = ada_config(target, policy, lsgan, d_steps=d_steps)
       run = Run(config, str(tmp_path_factory.mktemp('run')))
       run.checkpointer.close()
       step = build_step(config, run.generator, run.discriminator, run.mesh, run.seeds)
@@ -83,6 +87,27 @@ def test_p_moves_by_ada_step_of_rt_on_the_real_batch(runs):
   np.testing.assert_allclose(state.augment_p, [2 * batch / 500_000, 0.0], rtol=1e-6)
 
 
+def test_p_moves_by_the_real_images_of_every_d_update(runs):
+  """d_steps=2: D sees two real batches a step, so p moves by 2 batches / 500k, as stylegan2-ada
+  counts images (seed 0, r_t = 1); seed 1 (r_t = -1) stays at 0."""
+  run, step = runs(d_steps=2)
+  state, metrics = step(with_d_output(run.state, [100.0, -100.0]), run.device_data)
+  np.testing.assert_array_equal(metrics['ada_rt'], [1.0, -1.0])
+  np.testing.assert_allclose(state.augment_p, [2 * run.config.data.batch_size / 500_000, 0.0])
+
+
+def test_rt_is_the_mean_sign_over_every_d_update_of_the_step():
+  """Three real batches of four: D calls none of the first real and all of the last two, so
+  r_t = (-4 + 4 + 4) / 12 = 1/3 < target and p falls by 12 images' worth; the last batch alone
+  (r_t = 1) would raise it."""
+  objective = Objective(ada_config().loss)
+  spec = types.SimpleNamespace(objective=objective, augment_target=TARGET, batch_size=4)
+  real = lambda logit: losses.DiscOutput(jnp.full((4, 1), logit), jnp.zeros((4, 2)), None)
+  p, rt = step_lib.adapt_augment_p(spec, jnp.float32(0.5), [real(-3.0), real(3.0), real(3.0)])
+  np.testing.assert_allclose(rt, 1 / 3, rtol=1e-6)
+  np.testing.assert_allclose(p, 0.5 - 12 / 500_000, rtol=1e-6)
+
+
 def test_rt_reads_realness_from_the_loss_boundary(runs):
   """LSGAN's D calls an image real above (a + b) / 2 = 0.5: logits of 0.3 count as fake
   (r_t = -1), 0.7 as real (r_t = 1), as the accuracy metrics count them; the sign of the raw
@@ -112,12 +137,12 @@ def test_p_reaches_every_image_d_sees(runs):
     assert not all(jax.tree.leaves(jax.tree.map(np.array_equal, plain[net], full[net])))
 
 
-def augmented_without_p(spec, inputs, key, p):
+def augmentations_without_p(spec, names, key, p):
   """DiffAugment of D's inputs as before ADA: `diff_augment` at its default probability."""
   assert p is None  # ADA off passes no p anywhere
   return {
-    n: (augment.diff_augment(images, jax.random.fold_in(key, i), spec.augment), labels)
-    for i, (n, (images, labels)) in enumerate(sorted(inputs.items()))
+    n: lambda images, i=i: augment.diff_augment(images, jax.random.fold_in(key, i), spec.augment)
+    for i, n in enumerate(sorted(names))
   }
 
 
@@ -128,7 +153,7 @@ def test_off_keeps_the_state_and_the_step(runs, monkeypatch):
   state, metrics = step(run.state, run.device_data)
   assert run.state.augment_p is None and state.augment_p is None
   assert not {'augment_p', 'ada_rt'} & set(metrics)
-  monkeypatch.setattr(step_lib, 'augmented', augmented_without_p)
+  monkeypatch.setattr(step_lib, 'augmentations', augmentations_without_p)
   before_ada = build_step(run.config, run.generator, run.discriminator, run.mesh, run.seeds)
   chex.assert_trees_all_equal(
     jax.device_get((state, metrics)),
@@ -143,7 +168,7 @@ def test_off_keeps_the_state_and_the_step(runs, monkeypatch):
       'data.augment',
       '',
       "^data.augment_target=0.6 adapts how often data.augment applies, but data.augment='' is "
-      "off; set it too, e.g. 'translation,cutout,color'$",
+      "off; set it too, e.g. 'color,translation,cutout'$",
     ),
     ('data.augment_target', 1.5, '^data.augment_target=1.5 must be a finite number >= 0 and <= 1'),
     (

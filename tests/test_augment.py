@@ -1,11 +1,15 @@
-"""Tests for gan_jax.augment: DiffAugment's transforms on known images, and ADA's update of p."""
+"""Tests for gan_jax.augment: DiffAugment's transforms on known images, the policy the project
+recommends, and ADA's update of p."""
+
+import re
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_train import load_config
 
-from gan_jax import augment
+from gan_jax import augment, checks, diagnosis
 
 B, H, W, C = 8, 16, 16, 3
 GREY = 0.3  # a constant image's value, in [-1, 1]
@@ -157,6 +161,30 @@ def test_color_saturation_changes_the_spread_across_channels():
 
   ratio = relative_channel_spread(out) / relative_channel_spread(np.asarray(images))
   assert np.all(ratio < 2.0) and np.ptp(ratio) > 0.5
+
+
+def recommended_policy(where: str) -> str:
+  """The DiffAugment policy that `where` gives users."""
+  if where == 'configs/dcgan64.py':
+    return load_config('dcgan64', None).data.augment
+  if where == 'diagnosis':
+    return diagnosis.AUGMENT.split('=')[1]
+  config = load_config('gan')  # the check's advice when ADA is asked for without a policy
+  config.data.augment_target = 0.6
+  with pytest.raises(ValueError) as error:
+    checks.check_config(config)
+  return re.search(r"e\.g\. '([a-z,]+)'", str(error.value)).group(1)
+
+
+@pytest.mark.parametrize('where', ['configs/dcgan64.py', 'diagnosis', 'checks'])
+def test_recommended_policy_is_the_references_and_keeps_the_zero_fill(where):
+  """The reference's order (DiffAugment-stylegan2: 'color,translation,cutout'): colour first, so
+  translation's padding and cutout's square are left at exactly 0 (about 30% of the pixels at
+  32×32); colour last moves them and leaves no pixel at 0."""
+  policy = augment.parse_policy(recommended_policy(where))
+  assert policy == ('color', 'translation', 'cutout')
+  out = augment.diff_augment(colourful(shape=(64, H, W, C)), KEY, policy)
+  assert np.mean(np.asarray(out) == 0) > 0.15
 
 
 # ---------------------------------------------------------------- ADA

@@ -57,6 +57,14 @@ def test_an_older_checkpoint_cannot_supply_a_field_that_is_on(before):
     checkpointer.restore(3, abstract(Now(state.step, state.params, jnp.zeros(()))))
 
 
+def test_an_older_checkpoint_restores_a_field_named_zero_if_absent_as_zeros(before):
+  checkpointer, state = before
+  on = Now(state.step, state.params, {'r1': jnp.ones((), jnp.float32)})
+  restored = checkpointer.restore(3, abstract(on), zero_if_absent=('extra',))
+  assert restored.extra == {'r1': 0.0} and restored.extra['r1'].dtype == jnp.float32
+  np.testing.assert_array_equal(restored.params['w'], state.params['w'])
+
+
 def test_a_new_checkpoint_restores_its_optional_field_either_way(tmp_path):
   on = Now(jnp.asarray(5, jnp.int32), {'w': jnp.ones((2,))}, jnp.asarray(0.25))
   off = Now(jnp.asarray(5, jnp.int32), {'w': jnp.ones((2,))})

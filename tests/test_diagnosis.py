@@ -1,20 +1,27 @@
-"""Tests for gan_jax.diagnosis: recorded metric streams of each symptom, and a healthy run.
+"""Tests for gan_jax.diagnosis: recorded metric streams of each symptom, and healthy runs.
 
 The symptomatic streams are synthetic: a healthy DCGAN-like stretch (values around those of
 tests/data/healthy_dcgan_metrics.jsonl, a real 300-step DCGAN run logged every 10 steps),
-then the symptom, built so that its rule first holds at a known step.
+then the symptom, built so that its rule first holds at a known step. Two more real runs of 300
+steps logged every 10, recorded for objectives other than BCE: healthy_wgan_gp_metrics.jsonl
+(the MLP GAN of configs/gan.py with WGAN-GP: critic_real, critic_fake, gradient_penalty 10,
+critic_gen; 5 critic steps, Adam 1e-4, β 0.5/0.9; the critic's estimate of the distance falls
+from 42 to 21) and healthy_hinge_metrics.jsonl (configs/dcgan.py:hinge).
 """
 
 import json
 import math
 import pathlib
 
+from ml_collections import ConfigDict
 import numpy as np
 import pytest
 
-from gan_jax import diagnosis
+from gan_jax import diagnosis, fields
+from gan_jax.objective import Objective
 
-HEALTHY = pathlib.Path(__file__).parent / 'data' / 'healthy_dcgan_metrics.jsonl'
+DATA = pathlib.Path(__file__).parent / 'data'
+HEALTHY = DATA / 'healthy_dcgan_metrics.jsonl'
 STEPS = range(10, 310, 10)
 ONSET = 160  # the symptom's first row in the synthetic streams; its window fills at 200
 
@@ -148,6 +155,50 @@ def test_the_real_healthy_run_triggers_nothing():
   rows = [json.loads(line) for line in HEALTHY.read_text().splitlines()]
   assert len(rows) >= 25 and all(math.isfinite(row['d_loss']) for row in rows)
   assert diagnosis.diagnose(rows) == []
+
+
+def recorded(name):
+  return [json.loads(line) for line in (DATA / f'healthy_{name}_metrics.jsonl').open()]
+
+
+def objective(d_terms, g_terms):
+  hparams = fields.default_config().loss.hparams
+  return Objective(ConfigDict({'d_terms': d_terms, 'g_terms': g_terms, 'hparams': hparams}))
+
+
+WGAN_GP = objective(
+  {'critic_real': 1.0, 'critic_fake': 1.0, 'gradient_penalty': 10.0}, {'critic_gen': 1.0}
+)
+HINGE = objective({'hinge_real': 1.0, 'hinge_fake': 1.0}, {'critic_gen': 1.0})
+BCE = objective({'bce_real': 1.0, 'bce_fake': 1.0}, {'bce_gen': 1.0})
+
+
+def test_a_healthy_wasserstein_critic_is_no_symptom():
+  """The recorded WGAN-GP run: its critic calls fakes real from step 50 on (its output has no
+  offset to read), which the BCE rules take for d_collapse. The same run with the critic 16
+  lower, a constant the Wasserstein loss does not see (G's loss 16 higher, D's unchanged and
+  negative, D right on every image), is d_overpowers_g to them. Neither is, for a critic."""
+  rows = recorded('wgan_gp')
+  lower = [dict(r, g_loss=r['g_loss'] + 16, d_acc_real=1.0, d_acc_fake=1.0) for r in rows]
+  assert [d.symptom for d in diagnosis.diagnose(rows)] == ['d_collapse']
+  assert [d.symptom for d in diagnosis.diagnose(lower)] == ['d_overpowers_g']
+  assert diagnosis.diagnose(rows, objective=WGAN_GP) == []
+  assert diagnosis.diagnose(lower, objective=WGAN_GP) == []
+  # The rules that read no threshold still hold for a critic.
+  exploding = [dict(r, d_grad_norm=3.0 * 3.2 ** max(i - 20, 0)) for i, r in enumerate(rows)]
+  found = diagnosis.diagnose(exploding, objective=WGAN_GP)
+  assert [d.symptom for d in found] == ['nonfinite_ahead']
+
+
+def test_a_healthy_hinge_run_is_no_symptom_and_its_advice_fits():
+  """The recorded hinge run triggers nothing. When D wins under the hinge loss, the advice leaves
+  out the smoothing of a BCE real target, which no hinge term reads."""
+  assert diagnosis.diagnose(recorded('hinge'), objective=HINGE) == []
+  rows, _ = CASES['d_overpowers_g']
+  (hinge,), (bce,) = (diagnosis.diagnose(rows, objective=o) for o in (HINGE, BCE))
+  assert bce.overrides == diagnosis.SYMPTOMS['d_overpowers_g'][1]
+  assert diagnosis.SMOOTHING in bce.overrides
+  assert hinge.overrides == tuple(f for f in bce.overrides if f != diagnosis.SMOOTHING)
 
 
 def test_missing_metrics_leave_their_rules_unchecked():

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from gan_jax import fields, losses
+from gan_jax.objective import Objective
 
 N = 10  # classes of the SGAN head; the head has N + 1 logits, class N = fake
 B = 5  # examples
@@ -684,7 +685,7 @@ def test_single_logit_terms_use_the_logit_column_not_the_batch():
 def test_d_accuracies_against_hand_counts():
   """Real called real above the objective's boundary, fake and mismatched at or below it; the
   labeled accuracy is the argmax over the N real classes, never the fake one."""
-  lsgan = losses.Objective(
+  lsgan = Objective(
     ConfigDict(
       {
         'd_terms': {'lsgan_real': 1.0, 'lsgan_fake': 1.0, 'lsgan_wrong': 1.0},
@@ -703,7 +704,7 @@ def test_d_accuracies_against_hand_counts():
   metrics = lsgan.d_accuracies(outputs)
   close(metrics, {'d_acc_real': 2 / 5, 'd_acc_fake': 4 / 5, 'd_acc_wrong': 1 / 5})
 
-  sgan = losses.Objective(
+  sgan = Objective(
     ConfigDict(
       {
         'd_terms': {'sgan_labeled': 1.0, 'sgan_real': 1.0, 'sgan_fake': 1.0},

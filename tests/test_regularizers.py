@@ -1,19 +1,20 @@
 """The stabilisation toolkit inside the step: input gradients (WGAN-GP, R1) against finite
-differences of D, lazy R1, the EMA of G against its closed form, and whose passes move the
-running statistics (G's last pass, D's pass on real images)."""
+differences of D, and of D after DiffAugment; lazy R1, the EMA of G against its closed form, and
+whose passes move the running statistics (G's last pass, D's pass on real images)."""
 
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_train import load_config, straight_and_interrupted_runs
+from test_train import load_config, read_metrics, straight_and_interrupted_runs
 
-from gan_jax import losses, models
+from gan_jax import augment, losses, models
+from gan_jax import run as run_lib
 from gan_jax import state as state_lib
-from gan_jax.passes import StepSpec, apply_d, discriminate, gather
+from gan_jax.passes import StepSpec, apply_d, augmentations, gather
 from gan_jax.run import Run
-from gan_jax.step import build_step, step_keys
+from gan_jax.step import build_step, d_loss, step_keys
 
 
 def latest_state(config, workdir):
@@ -76,33 +77,44 @@ def test_input_gradients_match_finite_differences_of_d(gan_run):
   assert np.abs(fd).max() > 1e-3  # D does depend on these pixels
 
 
-@pytest.mark.parametrize('term, input_name', [('gradient_penalty', 'interpolated'), ('r1', 'real')])
-def test_gradient_terms_against_finite_differences(gan_run, term, input_name):
-  """WGAN-GP's (‖∇D(x̂)‖ − 1)² on interpolates and R1's ½‖∇D(x)‖², each from D's input gradient
-  as the objective builds and scores it, against the same formula on finite differences."""
+@pytest.mark.parametrize('policy', ['', augment.REFERENCE_POLICY])
+@pytest.mark.parametrize(
+  'term, input_name', [('gradient_penalty', 'interpolated'), ('r1', 'real'), ('r2', 'fake')]
+)
+def test_gradient_terms_against_finite_differences(gan_run, term, input_name, policy):
+  """WGAN-GP's (‖∇D(x̂)‖ − 1)² on interpolates and R1's (R2's) ½‖∇D(x)‖², each from D's input
+  gradient as the step builds and scores it, against the same formula on finite differences.
+  With DiffAugment, R1 and R2 take ∇ₓD(aug(x)) with respect to the images before the augmentation,
+  as stylegan2-ada's Dr1 phase and DiffAugment's low-shot code do; x̂ lies between the augmented
+  real and fake images and its gradient is D's own at x̂, as in DiffAugment's compare_gan code."""
   config, run = gan_run
   config = config.copy_and_resolve_references()
+  config.data.augment = policy
   config.loss.d_terms = {'critic_real': 1.0, 'critic_fake': 1.0, term: 1.0}
-  spec, params = spec_of(config, run), small_d(run)
+  spec, params = spec_of(config, run), small_d(run, (8, 8, 1))  # translation by 1, cutout 4×4
   rng = np.random.default_rng(1)
-  real = (jnp.asarray(rng.uniform(-1, 1, (3, 3, 3, 1)), jnp.float32), jnp.zeros(3, jnp.int32))
-  fake = (jnp.asarray(rng.uniform(-1, 1, (3, 3, 3, 1)), jnp.float32), jnp.zeros(3, jnp.int32))
-  inputs = spec.objective.d_inputs(real, fake, None, jax.random.PRNGKey(5), 10)
+  labels = jnp.zeros(3, jnp.int32)
+  real, fake = ((jnp.asarray(rng.uniform(-1, 1, (3, 8, 8, 1)), jnp.float32), labels) for _ in '01')
+  keys = (jax.random.PRNGKey(2), jax.random.PRNGKey(7))  # dropout, augmentation
+  seen = augmentations(spec, spec.objective.d_needs, keys[1], None)
+  inputs = spec.objective.d_inputs(real, fake, None, jax.random.PRNGKey(5), 10, seen)
   assert set(inputs) == {'real', 'fake', input_name}
-  key = jax.random.PRNGKey(2)
-  outputs, _ = discriminate(spec, params, {}, inputs, key, spec.objective.gradient_inputs(True))
-  _, parts = spec.objective.d_loss(outputs, lazy=True)
+  _, (parts, _, _) = d_loss(spec, params, {}, inputs, keys, None, lazy=True)
 
+  d_of = seen.get(input_name, lambda v: v)  # D's view of the input: x̂ is not augmented again
+  single = jax.jit(lambda v: apply_d(spec, params, {}, d_of(v), labels, keys[0], False)[0][0])
   x = np.asarray(inputs[input_name][0])
-  single = jax.jit(lambda v: apply_d(spec, params, {}, v, real[1], key, False)[0][0])
   grads = finite_difference_grads(lambda v: float(jnp.sum(losses.realness(single(v)))), x)
   norms = np.linalg.norm(grads.reshape(3, -1), axis=1)
   expected = np.mean((norms - 1) ** 2) if term == 'gradient_penalty' else np.mean(0.5 * norms**2)
   np.testing.assert_allclose(float(parts[term]), expected, rtol=2e-2)
-  if term == 'gradient_penalty':  # x̂ lies between its real and fake images, per example
-    eps = (x - np.asarray(fake[0])) / (np.asarray(real[0]) - np.asarray(fake[0]))
-    np.testing.assert_allclose(eps, eps[:, :1, :1, :1] * np.ones_like(eps), atol=1e-4)
-    assert np.all((eps[:, 0, 0, 0] >= 0) & (eps[:, 0, 0, 0] <= 1))
+  if term == 'gradient_penalty':  # x̂ = f + ε·(r − f) per example, r and f the images D sees
+    ends = (('real', real[0]), ('fake', fake[0]))
+    r, f = (np.asarray(seen.get(n, lambda v: v)(b)).reshape(3, -1) for n, b in ends)
+    at = (np.arange(3), np.abs(r - f).argmax(1))  # ε read where the two differ most
+    eps = ((x.reshape(3, -1) - f)[at] / (r - f)[at])[:, None]
+    assert np.all((eps >= 0) & (eps <= 1))
+    np.testing.assert_allclose(x.reshape(3, -1), f + eps * (r - f), atol=1e-5)
 
 
 def test_lazy_r1_applies_every_k_steps_with_k_times_the_weight(gan_run, tmp_path):
@@ -120,20 +132,23 @@ def test_lazy_r1_applies_every_k_steps_with_k_times_the_weight(gan_run, tmp_path
     if i % 2 == 0:  # steps 0 and 2 apply R1, weighted 2 × 10
       assert row['d/r1'] > 0
       np.testing.assert_allclose(row['d_loss'], parts + 20.0 * row['d/r1'], rtol=1e-5)
-    else:
-      assert row['d/r1'] == 0 and np.isclose(row['d_loss'], parts, rtol=1e-6)
+    else:  # step 1 logs R1 as step 0 applied it (a log every 2 steps would show it, not 0)
+      assert row['d/r1'] == rows[i - 1]['d/r1'] and np.isclose(row['d_loss'], parts, rtol=1e-6)
+  assert state.lazy_parts['r1'] == rows[2]['d/r1']
 
 
 def test_ema_of_g_equals_its_closed_form(tmp_path):
+  """Decay 0.2, so that 4 steps see both sides of d = min(decay, (1 + t) / (10 + t)): the warm-up
+  (0.1, 0.18) below the decay, then the cap (0.2 where the warm-up gives 0.25, 0.31)."""
   config = load_config('dcgan')
-  config.model.g_ema_decay = 0.9
+  config.model.g_ema_decay = 0.2
   run, step = jitted_step(config, tmp_path)
   state = run.state
   chex.assert_trees_all_equal(state.g_ema.params, state.g.params)
   expected = jax.device_get(state.g.params)
   for t in range(4):
     state, _ = step(state, run.device_data)
-    d = min(0.9, (1 + t) / (10 + t))  # warm-up: 0.1, 0.18, 0.25, 0.31, ... up to 0.9
+    d = min(0.2, (1 + t) / (10 + t))
     expected = jax.tree.map(
       lambda e, g: d * e + (1 - d) * g, expected, jax.device_get(state.g.params)
     )
@@ -248,17 +263,20 @@ def test_spectral_norm_gives_each_kernel_a_largest_singular_value_of_one():
   np.testing.assert_allclose(list(sigmas.values()), 1.0, rtol=2e-3)
 
 
-def test_resume_is_bitwise_with_every_option_on(tmp_path):
-  """Spectral norm (its vectors in the checkpoint), EMA of G, DiffAugment with ADA, hinge and lazy R1: an
-  interrupted and resumed run ends where the straight one does, bit for bit."""
+def test_resume_is_bitwise_with_every_option_on(tmp_path, monkeypatch):
+  """Spectral norm (its vectors in the checkpoint), EMA of G, DiffAugment with ADA, hinge and lazy
+  R1: an interrupted and resumed run ends where the straight one does, bit for bit. ADA's p starts
+  at 0.5 here: from 0, its 4 steps would reach 6.4e-5 at most and transform no image."""
   config = load_config('gan')  # MLPs: the options are under test, not the networks
   config.model.d_kwargs = {'spectral_norm': True}
   config.model.g_ema_decay = 0.99
-  config.data.augment = 'translation,cutout,color'
+  config.data.augment = augment.REFERENCE_POLICY
   config.data.augment_target = 0.6  # ADA's p, in the state
   config.loss.d_terms = {'hinge_real': 1.0, 'hinge_fake': 1.0, 'r1': 1.0}
   config.loss.g_terms = {'critic_gen': 1.0}
   config.loss.hparams.lazy_every = 2
+  fresh = lambda *args: state_lib.create_state(*args).replace(augment_p=jnp.float32(0.5))
+  monkeypatch.setattr(run_lib, 'create_state', fresh)
   straight, interrupted = straight_and_interrupted_runs(config, tmp_path)
   states = [jax.device_get(latest_state(config, path)) for path in (straight, interrupted)]
   leaves = [
@@ -267,5 +285,11 @@ def test_resume_is_bitwise_with_every_option_on(tmp_path):
   ]
   chex.assert_trees_all_equal(*leaves)
   assert states[0].g_ema is not None and 'SpectralNorm_0' in states[0].d.batch_stats
-  assert states[0].augment_p is not None
+  # p stayed near 0.5, where DiffAugment changes the images D sees.
+  p = [row['augment_p'] for path in (straight, interrupted) for row in read_metrics(path)]
+  assert min(p) > 0.4
+  images = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (8, 28, 28, 1)), jnp.float32)
+  policy = augment.parse_policy(config.data.augment)
+  seen = augment.diff_augment(images, jax.random.PRNGKey(0), policy, states[0].augment_p)
+  assert not np.array_equal(seen, images)
   assert any('g_ema' in k for k in leaves[0]) and any('/u' in k for k in leaves[0])

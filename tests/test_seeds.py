@@ -55,6 +55,20 @@ def _steps(config, workdir):
   return run, jax.device_get(state), jax.device_get(metrics)
 
 
+def test_k_seeds_skip_the_lazy_terms_on_the_other_steps(tmp_path):
+  """The lazy update is chosen by lax.cond on the step number, which every seed shares: unbatched
+  under the seeds' vmap, it stays a branch. A per-seed step would make it a select that runs R1's
+  extra backward pass at every step."""
+  config = load_config('gan')
+  config.num_seeds = 2
+  config.loss.d_terms = {'bce_real': 1.0, 'bce_fake': 1.0, 'r1': 10.0}
+  config.loss.hparams.lazy_every = 2
+  run = Run(config, str(tmp_path))
+  run.checkpointer.close()
+  step = build_step(config, run.generator, run.discriminator, run.mesh, run.seeds).train_step
+  assert 'cond[' in str(jax.make_jaxpr(step)(run.state, run.device_data))
+
+
 def test_seed_i_of_a_k_seed_run_is_the_single_run_of_seed_plus_i(tmp_path):
   config = load_config('gan_cls')
   config.seed, config.num_seeds = 3, 2

@@ -5,6 +5,8 @@ The loss references are written by hand from σ(x) = 1 / (1 + exp(−x)) in floa
 tests/test_losses.py, whose helpers these tests share.
 """
 
+import types
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -15,6 +17,8 @@ from test_losses import BIG, MODERATE, B, N, close, disc_out, np_sigmoid, sgan_l
 from test_train import final_params, load_config, read_metrics
 
 from gan_jax import checks, fields, losses, models, train
+from gan_jax.objective import Objective
+from gan_jax.step import adapt_augment_p
 
 # Head terms: (table, D input read, hparams, value by hand, d/dx by hand, values at x = ∓100).
 CASES = {
@@ -152,6 +156,24 @@ def test_objective_at_zero_weight_does_not_need_the_head():
   assert set(parts) == {'sgan_labeled', 'sgan_real', 'sgan_fake'}
   with pytest.raises(ValueError, match='sigmoid_real'):
     losses.weighted_sum({**d_terms, 'sigmoid_real': 0.5}, losses.D_TERMS, outputs, hp)
+
+
+def test_read_outs_follow_the_head_that_the_objective_trains():
+  """With the head trained by sigmoid_real and sigmoid_fake, D's accuracies and ADA's r_t read the
+  head (called real above logit 0), not the softmax beside it, which here calls every image real.
+  Without the head's terms they read the softmax."""
+  softmax_says_real = np.zeros((B, N + 1), np.float32)
+  softmax_says_real[:, -1] = -10.0
+  outputs = head_outputs(MODERATE, softmax_says_real)  # the head: 2 of 5 real, 0 on the boundary
+  read_outs = {}
+  for terms in ({}, {'sigmoid_real': 1.0, 'sigmoid_fake': 1.0}):
+    objective = Objective(head_config(terms, d_kwargs={'sigmoid_head': True}).loss)
+    spec = types.SimpleNamespace(objective=objective, augment_target=0.6, batch_size=B)
+    _, rt = adapt_augment_p(spec, jnp.zeros(()), [outputs['real']])
+    metrics = {**objective.d_accuracies(outputs), 'rt': rt}
+    read_outs[bool(terms)] = [float(metrics[k]) for k in ('d_acc_real', 'd_acc_fake', 'rt')]
+  np.testing.assert_allclose(read_outs[False], [1.0, 0.0, 1.0])
+  np.testing.assert_allclose(read_outs[True], [0.4, 0.6, 0.0], atol=1e-7)
 
 
 # ---------------------------------------------------------------- the check before compiling

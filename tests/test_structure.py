@@ -10,7 +10,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / 'gan_jax'
 LAYERS = [
   {'errors'},
   {'parallel', 'seeds', 'losses', 'writers', 'models', 'mnist5k', 'records', 'images', 'domains'},
-  {'metrics', 'augment', 'diagnosis', 'folder', 'mnist_full'},
+  {'metrics', 'augment', 'diagnosis', 'folder', 'mnist_full', 'objective'},
   {'openmoji', 'state', 'checkpoint'},
   {'data'},
   {'fields', 'passes'},
