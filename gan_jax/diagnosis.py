@@ -22,7 +22,7 @@ so neither a loss near 0 nor D's accuracy at a threshold says anything of it; an
 smooth D's real target is given only where a term reads it (bce_real, sigmoid_real).
 """
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 import dataclasses
 import math
 from typing import Protocol
@@ -210,21 +210,42 @@ class Objective(Protocol):
   smooths: bool  # a term's real target is loss.hparams.real_target
 
 
+D_ARGUMENT = '--config.model.d_kwargs.'
+
+
+def advice(
+  objective: Objective | None = None, d_fields: Collection[str] | None = None
+) -> dict[str, tuple[str, tuple[str, ...]]]:
+  """Each symptom's meaning and the overrides that fit the run: label smoothing only where a term
+  reads loss.hparams.real_target, a D argument only where D has it (`d_fields`; None: any)."""
+
+  def fits(flag: str) -> bool:
+    if flag == SMOOTHING:
+      return objective is None or objective.smooths
+    if flag.startswith(D_ARGUMENT) and d_fields is not None:
+      return flag[len(D_ARGUMENT) :].split('=')[0] in d_fields
+    return True
+
+  return {s: (meaning, tuple(filter(fits, flags))) for s, (meaning, flags) in SYMPTOMS.items()}
+
+
 class Watcher:
   """Reads metric rows as the run logs them; reports each symptom the first time it holds.
-  `objective`: the run's (None: one that BCE-like rules and advice fit)."""
+  `objective`: the run's (None: one that BCE-like rules and advice fit); `d_fields`: its D's
+  arguments (`models.model_fields`), so that advice names only those it has."""
 
-  def __init__(self, window: int = WINDOW, objective: Objective | None = None):
+  def __init__(
+    self,
+    window: int = WINDOW,
+    objective: Objective | None = None,
+    d_fields: Collection[str] | None = None,
+  ):
     self.window = window
     self.rows: list[Row] = []
     self.found: list[Diagnosis] = []
     critic = objective is not None and objective.critic
     self.rules = {s: r for s, r in RULES.items() if not (critic and s in THRESHOLD_RULES)}
-    smooths = objective is None or objective.smooths
-    self.advice = {
-      s: (meaning, tuple(f for f in flags if smooths or f != SMOOTHING))
-      for s, (meaning, flags) in SYMPTOMS.items()
-    }
+    self.advice = advice(objective, d_fields)
 
   def update(self, row: Row) -> list[Diagnosis]:
     """The symptoms first recognised at this row."""
@@ -241,10 +262,13 @@ class Watcher:
 
 
 def diagnose(
-  rows: Sequence[Row], window: int = WINDOW, objective: Objective | None = None
+  rows: Sequence[Row],
+  window: int = WINDOW,
+  objective: Objective | None = None,
+  d_fields: Collection[str] | None = None,
 ) -> list[Diagnosis]:
   """Every symptom in a finished run's rows, each at the first step it held."""
-  watcher = Watcher(window, objective)
+  watcher = Watcher(window, objective, d_fields)
   for row in rows:
     watcher.update(row)
   return watcher.found

@@ -6,6 +6,7 @@ not comparable with published Inception FIDs. Everything is computed between gen
 samples and the real test split.
 """
 
+from collections.abc import Collection
 import functools
 import hashlib
 import json
@@ -287,9 +288,10 @@ def save_eval(
   scores: dict[str, float],
   random_features: bool = False,
   objective: Objective | None = None,
+  d_fields: Collection[str] | None = None,
 ) -> str:
   """Writes eval.json (atomically) and the run's report.md, with the diagnosis of its metrics
-  under its `objective`; returns the eval.json path."""
+  under its `objective` and D's arguments `d_fields`; returns the eval.json path."""
   path = os.path.join(workdir, 'eval.json')
   atomic_write_bytes(path, json.dumps({'step': step, **scores}, indent=2).encode())
   notes = (
@@ -308,7 +310,9 @@ def save_eval(
     METRIC_NOTES,
     (
       *notes,
-      diagnosis.report_section(diagnosis.diagnose(read_metrics(workdir), objective=objective)),
+      diagnosis.report_section(
+        diagnosis.diagnose(read_metrics(workdir), objective=objective, d_fields=d_fields)
+      ),
     ),
   )
   return path

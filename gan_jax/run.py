@@ -58,6 +58,7 @@ class Run:
       config.model, self.num_classes, self.image_shape
     )
     checks.check_image_shape(config, self.generator, self.image_shape)
+    self.d_fields = models.model_fields(type(self.discriminator))  # what the advice may set
 
     self.mesh = parallel.make_mesh()
     self.replicated = parallel.replicated(self.mesh)

@@ -125,7 +125,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, float]:
     disable=not primary,
   )
   # What goes wrong, said once per symptom, through the progress bar; it never stops the run.
-  watcher = diagnosis.Watcher(objective=run.objective)
+  watcher = diagnosis.Watcher(objective=run.objective, d_fields=run.d_fields)
   report = lambda found: [tqdm.tqdm.write(f'diagnosis: {d}') for d in found if primary]
   try:
     with stop_requests() as stop:
@@ -170,7 +170,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, float]:
           report(watcher.update({'step': step, **{f'eval/{k}': v for k, v in scores.items()}}))
           if primary:
             evaluation.save_eval(
-              workdir, step, scores, not evaluator.classifier.trained, run.objective
+              workdir, step, scores, not evaluator.classifier.trained, run.objective, run.d_fields
             )
         if stopping:
           raise Interrupted(stop[0], step)
@@ -197,6 +197,11 @@ def evaluate(config: ConfigDict, workdir: str) -> str:
   scores = run.score(evaluator, run.state)
   if parallel.is_primary():  # every process scores (one program over all devices), one writes
     evaluation.save_eval(
-      workdir, run.start_step, scores, not evaluator.classifier.trained, run.objective
+      workdir,
+      run.start_step,
+      scores,
+      not evaluator.classifier.trained,
+      run.objective,
+      run.d_fields,
     )
   return os.path.join(workdir, 'eval.json')

@@ -19,6 +19,7 @@ from absl import flags
 import pytest
 
 from gan_jax import checks, diagnosis, models
+from gan_jax.objective import Objective
 import launch
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
@@ -120,12 +121,19 @@ def test_a_documented_command_passes_the_checks(where, command, home):
     passes_checks(argv, home)
 
 
-SUGGESTED = sorted({flag for _, overrides in diagnosis.SYMPTOMS.values() for flag in overrides})
+def suggested(config) -> list[str]:
+  """Every override the diagnosis can suggest to a run of `config`, whatever the symptom."""
+  advice = diagnosis.advice(
+    Objective(config.loss), models.model_fields(models.DISCRIMINATORS[config.model.discriminator])
+  )
+  return sorted({flag for _, overrides in advice.values() for flag in overrides})
 
 
 @pytest.mark.parametrize('config_file', CONFIG_FILES)
 def test_every_suggested_fix_applies_to_every_config(config_file, home):
-  for override in SUGGESTED:
+  _, config = parse([f'--config={config_file}'])
+  assert suggested(config)
+  for override in suggested(config):
     try:
       passes_checks([f'--config={config_file}', override], home)
     except ValueError as error:

@@ -247,3 +247,11 @@ def test_overrides_are_command_line_flags():
   for meaning, overrides in diagnosis.SYMPTOMS.values():
     assert meaning and overrides
     assert all(flag.startswith('--config.') and '=' in flag for flag in overrides)
+
+
+def test_advice_names_only_the_arguments_the_d_has():
+  """A weight-normalised D (improved_gan) has no spectral_norm field: no advice sets it."""
+  flags = lambda advice: {f for _, overrides in advice.values() for f in overrides}
+  assert diagnosis.SPECTRAL_NORM in flags(diagnosis.advice(d_fields=['dropout', 'spectral_norm']))
+  assert diagnosis.SPECTRAL_NORM not in flags(diagnosis.advice(d_fields=['widths', 'input_noise']))
+  assert flags(diagnosis.advice()) == {f for _, fs in diagnosis.SYMPTOMS.values() for f in fs}
