@@ -30,8 +30,7 @@ The paper's model and objective, as the reference code has them:
 Differences from the reference, all small: pixels are uint8/255 in D (the reference's
 uint8/256); G's feature-matching real batch is the step's unlabeled batch (the reference draws
 a second one); with fewer labels than a batch (20, 50) the labeled batch is drawn with
-replacement (the reference tiles the labels); Adam's ε is outside the square root (optax's
-default; the reference's is inside, 1e-8).
+replacement (the reference tiles the labels);
 
 Variants: `baseline`, the labels-only baseline (the same D, noise and averaging, trained on the
 labeled batch alone: G never trained); `validation`, the last 10,000 training images held out
@@ -60,7 +59,7 @@ def get_config(arg: str | None = None):
   config.loss.d_terms = {'labeled_classes': 1.0, 'sgan_real': 0.5, 'sgan_fake': 0.5}
   config.loss.g_terms = {'feature_matching': 1.0 / FEATURES}
   for net in ('g', 'd'):
-    config.optimizer[net] = {'name': 'adam', 'learning_rate': 3e-3, 'b1': 0.5, 'b2': 0.999}
+    config.optimizer[net].update({'learning_rate': 3e-3, 'b1': 0.5, 'eps': 0.0, 'eps_root': 1e-8})
   config.train.num_steps = 300 * STEPS_PER_EPOCH
   config.train.steps_per_call = 50
   config.train.log_every = STEPS_PER_EPOCH

@@ -66,6 +66,15 @@ def _optimizer(net: str, name: str) -> dict[str, Field]:
     f'optimizer.{net}.learning_rate': _float(2e-4, f"{name}'s learning rate", gt=0),
     f'optimizer.{net}.b1': _float(0.5, "Adam's β1", ge=0, lt=1),
     f'optimizer.{net}.b2': _float(0.999, "Adam's β2", ge=0, lt=1),
+    f'optimizer.{net}.eps': _float(
+      1e-8, "Adam's ε: the update is m / (√(v + eps_root) + eps)", ge=0, before=1e-8
+    ),
+    f'optimizer.{net}.eps_root': _float(
+      0.0,
+      "Adam's ε inside the square root (Improved GAN's code: 1e-8, and eps 0)",
+      ge=0,
+      before=0.0,
+    ),
     f'optimizer.{net}.momentum': Field(
       None, "SGD's momentum (none if absent)", Domain('float', ge=0, lt=1, optional=True)
     ),

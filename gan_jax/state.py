@@ -88,7 +88,7 @@ def apply_inference(module: nn.Module, net: NetState, *inputs):
 
 
 OPTIMIZERS = {
-  'adam': lambda c: optax.adam(c.learning_rate, b1=c.b1, b2=c.b2),
+  'adam': lambda c: optax.adam(c.learning_rate, b1=c.b1, b2=c.b2, eps=c.eps, eps_root=c.eps_root),
   'sgd': lambda c: optax.sgd(c.learning_rate, momentum=c.get('momentum') or None),
   'rmsprop': lambda c: optax.rmsprop(c.learning_rate),
 }
