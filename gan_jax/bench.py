@@ -39,8 +39,11 @@ from gan_jax.step import build_step
 
 def bench_options(config: ConfigDict) -> dict:
   """The bench knobs of a checked config: `config.bench`'s, else their declared defaults."""
+  given = config.get('bench') or {}
   names = [name for name in fields.FIELDS if name.startswith('bench.')]
-  return {name.split('.', 1)[1]: fields.optional_value(config, name) for name in names}
+  return {
+    n.split('.', 1)[1]: given.get(n.split('.', 1)[1], fields.FIELDS[n].default) for n in names
+  }
 
 
 class StepBench:

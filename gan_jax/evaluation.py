@@ -22,7 +22,8 @@ import optax
 
 from gan_jax import data, diagnosis, metrics, models
 from gan_jax.objective import Objective
-from gan_jax.state import EVAL_STREAM, apply_inference, stream_key
+from gan_jax.rng import EVAL_STREAM, stream_key
+from gan_jax.state import apply_inference
 from gan_jax.writers import atomic_write_bytes, read_metrics, write_report
 
 # Part of the cache key: change it whenever the classifier or its training changes.

@@ -311,15 +311,6 @@ def default_config() -> ConfigDict:
   return ConfigDict(tree)
 
 
-def optional_value(config: ConfigDict, name: str) -> Any:
-  """An optional field's value in a checked config: as set, else its declared default."""
-  section, _, key = name.rpartition('.')
-  node = config
-  for part in section.split('.') if section else ():
-    node = node.get(part) or {}
-  return node.get(key, FIELDS[name].default)
-
-
 # Sections: dotted prefixes of the fields; one whose fields are all optional may be absent.
 SECTIONS = {'.'.join(name.split('.')[:i]) for name in FIELDS for i in range(1, name.count('.') + 1)}
 

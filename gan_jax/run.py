@@ -12,16 +12,9 @@ from gan_jax import checks, data, evaluation, models, parallel, stream
 from gan_jax.checkpoint import Checkpointer
 from gan_jax.errors import BadInput
 from gan_jax.objective import Objective
+from gan_jax.rng import GRID_STREAM, INIT_STREAM, SAMPLE_STREAM, stream_key
 from gan_jax.seeds import Seeds
-from gan_jax.state import (
-  GRID_STREAM,
-  INIT_STREAM,
-  SAMPLE_STREAM,
-  GANState,
-  apply_inference,
-  create_state,
-  stream_key,
-)
+from gan_jax.state import GANState, apply_inference, create_state
 from gan_jax.writers import save_image_grid
 
 GRID_COLUMNS = 10  # a sample grid has one row per class

@@ -11,24 +11,7 @@ from ml_collections import ConfigDict
 import optax
 
 from gan_jax.objective import Objective
-
-# Independent random streams, each folded from a run's base key PRNGKey(seed): never
-# PRNGKey(seed + i), which is the base key of the run of seed + i (seed i of a K-seed run).
-(
-  INIT_STREAM,
-  DATA_STREAM,
-  LABELED_STREAM,
-  STEP_STREAM,
-  GRID_STREAM,
-  SAMPLE_STREAM,
-  EVAL_STREAM,
-  AUGMENT_STREAM,
-) = range(8)
-
-
-def stream_key(seed: int | jax.Array, stream: int) -> jax.Array:
-  """The key of `stream` in the run of `seed`."""
-  return jax.random.fold_in(jax.random.PRNGKey(seed), stream)
+from gan_jax.rng import INIT_STREAM
 
 
 class NetState(train_state.TrainState):

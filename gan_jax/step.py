@@ -6,7 +6,6 @@ call it. Everything the step knows of the system comes from `objective.Objective
 
 from collections.abc import Callable, Sequence
 import functools
-from typing import NamedTuple
 
 import flax.linen as nn
 import jax
@@ -17,41 +16,14 @@ import optax
 
 from gan_jax import augment, losses, parallel
 from gan_jax.passes import StepSpec, augmentations, discriminate, gather, generate
+from gan_jax.rng import step_keys
 from gan_jax.seeds import Seeds
-from gan_jax.state import (
-  AUGMENT_STREAM,
-  DATA_STREAM,
-  LABELED_STREAM,
-  STEP_STREAM,
-  GANState,
-  NetState,
-  ema_update,
-)
+from gan_jax.state import GANState, NetState, ema_update
 
 # With K seeds, device_data's axes over the seeds: each seed has its own labeled subset, so its
 # own index pools and visible labels; the images are shared. Streamed batches are all per seed.
 SEED_AXES = {'images': None, 'labels': 0, 'real_indices': 0, 'labeled_indices': 0}
 STREAMED_SEED_AXES = {'batches': 0}
-
-
-class StepKeys(NamedTuple):
-  """The keys of one step: batch order, labeled-batch order, this step's noise and dropout, and
-  its augmentations."""
-
-  data: jax.Array
-  labeled: jax.Array
-  step: jax.Array
-  augment: jax.Array
-
-
-def step_keys(rng: jax.Array, step: jax.Array) -> StepKeys:
-  per_step = lambda stream: jax.random.fold_in(jax.random.fold_in(rng, stream), step)
-  return StepKeys(
-    jax.random.fold_in(rng, DATA_STREAM),
-    jax.random.fold_in(rng, LABELED_STREAM),
-    per_step(STEP_STREAM),
-    per_step(AUGMENT_STREAM),
-  )
 
 
 def d_loss(

@@ -1,7 +1,7 @@
 """Batches streamed from the host, for data larger than `data.device_bytes`.
 
 A streamed step sees the batches the on-device step would gather: the same `data.batch_indices`
-of the same keys (`step.step_keys` of the run's key) and step, so the two are one run, bitwise,
+of the same keys (`rng.step_keys` of the run's key) and step, so the two are one run, bitwise,
 and a resumed streamed run goes on exactly. grain maps steps to batches on background threads,
 ahead of the step; each process gathers only the rows of the batch that its own devices hold.
 """
@@ -14,8 +14,8 @@ from jax.sharding import PartitionSpec as P
 import numpy as np
 
 from gan_jax import data
+from gan_jax.rng import step_keys
 from gan_jax.seeds import Seeds
-from gan_jax.step import step_keys
 
 # Steps whose batches grain prepares ahead of the one the step is on, and its threads.
 PREFETCH_STEPS = 4

@@ -20,7 +20,7 @@ import pytest
 from test_train import load_config
 
 from gan_jax import data
-from gan_jax import state as state_lib
+from gan_jax import rng as rng_lib
 from gan_jax import step as step_lib
 from gan_jax.run import Run
 
@@ -126,9 +126,9 @@ def make_reference_step(config, system, generator, discriminator):
 
   def step(state, device_data):
     rng = state.rng
-    data_key = jax.random.fold_in(rng, state_lib.DATA_STREAM)
-    labeled_key = jax.random.fold_in(rng, state_lib.LABELED_STREAM)
-    step_key = jax.random.fold_in(jax.random.fold_in(rng, state_lib.STEP_STREAM), state.step)
+    data_key = jax.random.fold_in(rng, rng_lib.DATA_STREAM)
+    labeled_key = jax.random.fold_in(rng, rng_lib.LABELED_STREAM)
+    step_key = jax.random.fold_in(jax.random.fold_in(rng, rng_lib.STEP_STREAM), state.step)
     d, g_stats = state.d, state.g.batch_stats
     for i in range(config.train.d_steps):
       z_key, drop_key, _ = jax.random.split(jax.random.fold_in(step_key, i), 3)

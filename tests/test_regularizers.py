@@ -10,11 +10,13 @@ import pytest
 from test_train import load_config, read_metrics, straight_and_interrupted_runs
 
 from gan_jax import augment, losses, models
+from gan_jax import rng as rng_lib
 from gan_jax import run as run_lib
 from gan_jax import state as state_lib
 from gan_jax.passes import StepSpec, apply_d, augmentations, gather
+from gan_jax.rng import step_keys
 from gan_jax.run import Run
-from gan_jax.step import build_step, d_loss, step_keys
+from gan_jax.step import build_step, d_loss
 
 
 def latest_state(config, workdir):
@@ -204,10 +206,8 @@ def test_only_the_real_pass_moves_d_statistics(tmp_path):
 def test_streams_are_folded_from_the_base_key_not_neighbouring_seeds():
   """Grid, fresh-sample and eval noise of seed s never reuse PRNGKey(s + i), the base key of the
   run of seed s + i (seed i of a K-seed run)."""
-  streams = (state_lib.GRID_STREAM, state_lib.SAMPLE_STREAM, state_lib.EVAL_STREAM)
-  keys = {
-    tuple(np.asarray(jax.random.key_data(state_lib.stream_key(0, s))).ravel()) for s in streams
-  }
+  streams = (rng_lib.GRID_STREAM, rng_lib.SAMPLE_STREAM, rng_lib.EVAL_STREAM)
+  keys = {tuple(np.asarray(jax.random.key_data(rng_lib.stream_key(0, s))).ravel()) for s in streams}
   neighbours = {
     tuple(np.asarray(jax.random.key_data(jax.random.PRNGKey(i))).ravel()) for i in range(4)
   }

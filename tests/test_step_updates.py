@@ -30,6 +30,7 @@ from test_equivalence import apply_train
 
 from configs import default
 from gan_jax import models, parallel
+from gan_jax import rng as rng_lib
 from gan_jax import state as state_lib
 from gan_jax import step as step_lib
 from gan_jax.data import batch_indices, to_unit_range
@@ -133,8 +134,8 @@ def reference_step(generator, discriminator, options: Options, g_params, d_param
   it, `simultaneous`). G's loss: −log D(G(z)), or log(1 − D(G(z))) with `minimax`, plus
   `feature_matching` × ‖mean f(x) − mean f(G(z))‖² on D's features f. Returns the new G and D
   parameters and the last D loss and G's loss."""
-  data_key = jax.random.fold_in(rng, state_lib.DATA_STREAM)
-  step_key = jax.random.fold_in(jax.random.fold_in(rng, state_lib.STEP_STREAM), step)
+  data_key = jax.random.fold_in(rng, rng_lib.DATA_STREAM)
+  step_key = jax.random.fold_in(jax.random.fold_in(rng, rng_lib.STEP_STREAM), step)
 
   def d_out(params, images, labels):
     return apply_train(discriminator, params, {}, images, labels)[0]  # (logits [B, 1], features)

@@ -9,8 +9,8 @@ from test_train import final_params, load_config, read_metrics, straight_and_int
 
 from gan_jax import train
 from gan_jax.passes import StepSpec, gather
+from gan_jax.rng import step_keys
 from gan_jax.run import Run
-from gan_jax.step import step_keys
 
 
 def streamed(config, streaming: bool = True):

@@ -8,7 +8,7 @@ import pytest
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / 'gan_jax'
 # Lowest first. A module may import only from the layers below its own, so no cycle can form.
 LAYERS = [
-  {'errors'},
+  {'errors', 'rng'},
   {'parallel', 'seeds', 'losses', 'writers', 'models', 'mnist5k', 'records', 'images', 'domains'},
   {'metrics', 'augment', 'diagnosis', 'folder', 'mnist_full', 'objective'},
   {'openmoji', 'state', 'checkpoint'},
