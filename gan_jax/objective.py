@@ -117,6 +117,11 @@ class Objective:
   ) -> tuple[Array, dict[str, Array]]:
     return weighted_sum(self.d_weights, D_TERMS, outputs, self.hparams, lazy)
 
+  def lazy_loss(self, outputs: Mapping[str, DiscOutput]) -> tuple[Array, dict[str, Array]]:
+    """The lazy terms alone, weighted by their interval: what `d_loss(lazy=True)` adds."""
+    weights = {n: self.d_weights[n] for n in self.lazy_terms}
+    return weighted_sum(weights, D_TERMS, outputs, self.hparams, lazy=True)
+
   def g_loss(self, outputs: Mapping[str, DiscOutput]) -> tuple[Array, dict[str, Array]]:
     return weighted_sum(self.g_weights, G_TERMS, outputs, self.hparams)
 

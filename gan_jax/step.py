@@ -50,19 +50,48 @@ def d_loss(
   return loss, (parts, {n: o._replace(input_grads=None) for n, o in outputs.items()}, batch_stats)
 
 
+def lazy_loss(spec: StepSpec, params, batch_stats, inputs, keys, augment_p: jax.Array | None):
+  """The lazy terms of a D update (R1, R2) from the same pass as `d_loss`'s: its inputs, keys and
+  augmentations, with the input gradients those terms read."""
+  drop_key, augment_key = keys
+  outputs, _ = discriminate(
+    spec,
+    params,
+    batch_stats,
+    inputs,
+    drop_key,
+    spec.objective.gradient_inputs(True) - spec.objective.gradient_inputs(False),
+    augmentations(spec, inputs, augment_key, augment_p),
+  )
+  return spec.objective.lazy_loss(outputs)
+
+
 def d_update(
   spec: StepSpec,
   d_state: NetState,
   inputs: dict[str, losses.Batch],
   keys: tuple[jax.Array, jax.Array],
   augment_p: jax.Array | None,
-  lazy: bool = False,
+  lazy: bool | jax.Array = False,
 ):
   """One D update; returns the new D, its loss, the terms' means, D's outputs and its gradient.
-  `augment_p`: ADA's p (None: off); `lazy`: this update applies the lazy terms (R1, R2)."""
+  `augment_p`: ADA's p (None: off); `lazy`: this update applies the lazy terms (R1, R2), a traced
+  bool where the step decides.
+
+  Only the lazy terms' gradient (R1's double backward) is under `lax.cond`: XLA:CPU compiles the
+  weight-gradient convolutions inside a conditional's branch without canonicalising their layout
+  (one took 5.2 s there against 0.064 s outside), so the update's own gradient stays outside.
+  """
   (loss, (parts, outputs, batch_stats)), grads = jax.value_and_grad(
     d_loss, argnums=1, has_aux=True
-  )(spec, d_state.params, d_state.batch_stats, inputs, keys, augment_p, lazy)
+  )(spec, d_state.params, d_state.batch_stats, inputs, keys, augment_p, False)
+  if spec.objective.lazy_terms:
+    terms = jax.value_and_grad(lazy_loss, argnums=1, has_aux=True)
+    apply = lambda params: terms(spec, params, d_state.batch_stats, inputs, keys, augment_p)
+    skip = lambda params: jax.tree.map(jnp.zeros_like, jax.eval_shape(apply, params))
+    (lazy_value, lazy_parts), lazy_grads = jax.lax.cond(lazy, apply, skip, d_state.params)
+    loss, parts = loss + lazy_value, {**parts, **lazy_parts}
+    grads = jax.tree.map(jnp.add, grads, lazy_grads)
   return d_state.apply_gradients(grads=grads, batch_stats=batch_stats), loss, parts, outputs, grads
 
 
@@ -147,22 +176,12 @@ def train_step(
       augmentations(spec, objective.d_needs, d_keys[1], state.augment_p),
     )
     d_before = d_state
-    if objective.lazy_every > 1:  # two forms of the update; each step runs one
-      lazy = (step * spec.d_steps + i) % objective.lazy_every == 0
-      d_state, loss, parts, d_outputs, grads = jax.lax.cond(
-        lazy,
-        functools.partial(d_update, spec, lazy=True),
-        functools.partial(d_update, spec, lazy=False),
-        d_state,
-        d_inputs,
-        d_keys,
-        state.augment_p,
-      )
+    lazy = (step * spec.d_steps + i) % objective.lazy_every == 0
+    d_state, loss, parts, d_outputs, grads = d_update(
+      spec, d_state, d_inputs, d_keys, state.augment_p, lazy
+    )
+    if lazy_parts is not None:
       lazy_parts = {n: jnp.where(lazy, parts[n], v) for n, v in lazy_parts.items()}
-    else:
-      d_state, loss, parts, d_outputs, grads = d_update(
-        spec, d_state, d_inputs, d_keys, state.augment_p
-      )
     if state.augment_p is not None:
       reals.append(d_outputs['real'])
 
