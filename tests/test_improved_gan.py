@@ -69,9 +69,10 @@ def test_d_is_initialised_on_training_images(smoke_run):
     layer['bias']
   )
   noise_share = 0.3**2 * np.asarray(layer['scale']) ** 2  # the noise's variance after scaling
-  np.testing.assert_allclose(y.mean(0), 0, atol=0.5)
-  np.testing.assert_allclose(y.var(0) + noise_share, 1, atol=0.35)
-  assert np.median(np.abs(y.mean(0))) < 0.2
+  # Per unit over 16 images, with the init pass's noise unseen here: loose for one unit, tight on
+  # the average over the 1,000 (a blank-image init would leave g = 1, b = 0: means far from 0).
+  assert abs(y.mean(0).mean()) < 0.05 and np.median(np.abs(y.mean(0))) < 0.25
+  np.testing.assert_allclose(np.mean(y.var(0) + noise_share), 1, atol=0.15)
 
 
 def test_d_ema_is_the_warmed_up_average_of_d(smoke_run):
@@ -89,4 +90,5 @@ def test_d_ema_is_the_warmed_up_average_of_d(smoke_run):
   # At update 0 the warm-up gives (1 + 0) / (10 + 0) = 0.1 < 0.9999: 0.1·0 + 0.9·2.
   np.testing.assert_allclose(ema_update(ema, net, 0.9999, jnp.int32(0)).params['w'], 1.8)
   # Late in a run the decay itself: 0.9999·0 + 1e-4·2.
-  np.testing.assert_allclose(ema_update(ema, net, 0.9999, jnp.int32(10**7)).params['w'], 2e-4)
+  late = ema_update(ema, net, 0.9999, jnp.int32(10**7)).params['w']
+  np.testing.assert_allclose(late, 2e-4, rtol=1e-3)  # 1 − 0.9999 in float32: 1.00017e-4
