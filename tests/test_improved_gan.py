@@ -18,8 +18,9 @@ VALIDATION = 400
 
 
 @pytest.fixture(scope='module')
-def smoke_run(tmp_path_factory):
-  """A 4-step run with an evaluation at its end and 400 training images held out."""
+def smoke_run(tmp_path_factory, classifier):
+  """A 4-step run with an evaluation at its end and 400 training images held out (its eval
+  classifier is the session's, trained once with optimizations on)."""
   workdir = tmp_path_factory.mktemp('improved_gan')
   config = load_config('improved_gan_mnist')
   config.data.validation = VALIDATION
@@ -70,7 +71,7 @@ def test_d_is_initialised_on_training_images(smoke_run):
   scale, bias = np.asarray(layer['scale']), np.asarray(layer['bias'])
   # g = 1 / std of the noisy pre-activations over the batch: the mean log-scale over the 1,000
   # units of 50 fresh draws, each within a few of their own spread (a blank-image init, g = 1,
-  # would read 0; one without the noise about 0.25 higher).
+  # would read 0; one without the noise about 0.5 higher, the draws spread about 0.01).
   rng = np.random.default_rng(0)
   draws = [
     -np.log(((x + 0.3 * rng.standard_normal(x.shape)) @ direction).std(0)).mean()
