@@ -96,7 +96,8 @@ def check(config: ml_collections.ConfigDict, workdir: str) -> None:
   """The checks that need neither the data nor a compile; bad input raises a ValueError.
 
   The rest (the data's size and labels, the image size against the model, a workdir's
-  checkpoints) come in gan_jax/run.py, still before anything is compiled or written.
+  checkpoints) come in gan_jax/setup.py and gan_jax/run.py, still before anything is compiled or
+  written.
   """
   from gan_jax import checks
 

@@ -57,16 +57,19 @@ class StepBench:
     with tempfile.TemporaryDirectory(prefix='gan_jax_bench_') as scratch:
       run = Run(config, scratch)
       run.checkpointer.close()
+    setup = run.setup
     self.config = config
-    self.images_per_step = config.data.batch_size * config.train.d_steps * run.seeds.count
-    self.device_data = run.device_data
-    step_fn = build_step(config, run.generator, run.discriminator, run.mesh, run.seeds)
+    self.images_per_step = config.data.batch_size * config.train.d_steps * setup.seeds.count
+    step_fn = build_step(config, setup.generator, setup.discriminator, setup.mesh, setup.seeds)
     self.steps_per_call = step_fn.steps_per_call
-    self.watch = step_fn.new_watch(run.state, run.device_data)
+    # Every timed call reads these: the data on the device or, streamed, the first call's batches
+    # again (the step is timed, not the host's reading).
+    self.batches = run.batches.take(0, self.steps_per_call)
+    self.watch = step_fn.new_watch(run.state, self.batches)
     self.state = run.state
 
     start = time.perf_counter()
-    lowered = step_fn.calls[self.steps_per_call].lower(self.state, self.device_data, self.watch)
+    lowered = step_fn.calls[self.steps_per_call].lower(self.state, self.batches, self.watch)
     self.lower_seconds = time.perf_counter() - start
     start = time.perf_counter()
     self.compiled = lowered.compile()
@@ -76,7 +79,7 @@ class StepBench:
     one_step = (
       self.compiled
       if self.steps_per_call == 1
-      else step_fn.calls[1].lower(self.state, self.device_data, self.watch).compile()
+      else step_fn.calls[1].lower(self.state, self.batches, self.watch).compile()
     )
     self.flops_per_step = compiled_flops(one_step)
 
@@ -86,7 +89,7 @@ class StepBench:
     state, watch = self.state, self.watch
     start = time.perf_counter()
     for _ in range(num_steps // self.steps_per_call):
-      state, _, watch = self.compiled(state, self.device_data, watch)
+      state, _, watch = self.compiled(state, self.batches, watch)
     jax.block_until_ready((state, watch))
     seconds = time.perf_counter() - start
     self.state, self.watch = state, watch  # the inputs were donated

@@ -15,6 +15,7 @@ from ml_collections import ConfigDict
 import numpy as np
 
 from gan_jax import augment, data, losses, parallel
+from gan_jax.batches import Batches
 from gan_jax.objective import Objective
 from gan_jax.state import NetState
 
@@ -82,7 +83,7 @@ class StepSpec:
 
 def gather(
   spec: StepSpec,
-  device_data: dict,
+  batches: Batches,
   pool: str,
   key: jax.Array,
   index: jax.Array,
@@ -90,12 +91,8 @@ def gather(
   d_step: int,
 ) -> losses.Batch:
   """Batch `index` (D update `d_step` of its step) of the pool `pool`, as [-1, 1] images: gathered
-  from the on-device images, or the one the host streamed (`stream.HostBatches`) for it."""
-  if 'batches' in device_data:
-    images, labels = jax.tree.map(lambda x: x[d_step], device_data['batches'][pool])
-  else:
-    idx = device_data[pool][data.batch_indices(key, index, device_data[pool].shape[0], size)]
-    images, labels = device_data['images'][idx], device_data['labels'][idx]
+  on the device, or the one the host streamed for it."""
+  images, labels = batches.batch(pool, key, index, size, d_step)
   return spec.shard(data.to_unit_range(images)), spec.shard(labels)
 
 

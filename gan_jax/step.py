@@ -15,15 +15,11 @@ from ml_collections import ConfigDict
 import optax
 
 from gan_jax import augment, losses, parallel
+from gan_jax.batches import Batches, first_step
 from gan_jax.passes import StepSpec, augmentations, discriminate, gather, generate
 from gan_jax.rng import step_keys
 from gan_jax.seeds import Seeds
 from gan_jax.state import GANState, NetState, ema_update
-
-# With K seeds, device_data's axes over the seeds: each seed has its own labeled subset, so its
-# own index pools and visible labels; the images are shared. Streamed batches are all per seed.
-SEED_AXES = {'images': None, 'labels': 0, 'real_indices': 0, 'labeled_indices': 0}
-STREAMED_SEED_AXES = {'batches': 0}
 
 
 def d_loss(
@@ -140,7 +136,7 @@ def g_update(
 
 
 def train_step(
-  spec: StepSpec, state: GANState, device_data: dict, step: jax.Array | None = None
+  spec: StepSpec, state: GANState, batches: Batches, step: jax.Array | None = None
 ) -> tuple[GANState, dict]:
   """One step of one seed: `d_steps` D updates, then G's update on the last D update's fakes
   (scored by D after that update, or before it with 'simultaneous' order). `step`: the step
@@ -154,7 +150,7 @@ def train_step(
     z_key, drop_key, wrong_key = jax.random.split(jax.random.fold_in(keys.step, i), 3)
     d_keys = (drop_key, jax.random.fold_in(keys.augment, i))
     data_index = state.step * spec.d_steps + i
-    real = gather(spec, device_data, 'real_indices', keys.data, data_index, spec.batch_size, i)
+    real = gather(spec, batches, 'real', keys.data, data_index, spec.batch_size, i)
     labels = real[1]
     fake = None
     if objective.generates:
@@ -164,7 +160,7 @@ def train_step(
     labeled = None
     if objective.uses_labels:
       labeled = gather(
-        spec, device_data, 'labeled_indices', keys.labeled, data_index, spec.labeled_batch_size, i
+        spec, batches, 'labeled', keys.labeled, data_index, spec.labeled_batch_size, i
       )
     d_fake = None if fake is None else (jax.lax.stop_gradient(fake), labels)
     d_inputs = objective.d_inputs(
@@ -241,13 +237,13 @@ def adapt_augment_p(spec: StepSpec, p: jax.Array, reals: Sequence[losses.DiscOut
   return augment.ada_step(p, rt, spec.augment_target, spec.batch_size * len(reals)), rt
 
 
-def watch_step(step_fn: Callable, state: GANState, device_data: dict, watch: dict):
+def watch_step(step_fn: Callable, state: GANState, batches: Batches, watch: dict):
   """`step_fn` that also remembers, on the device, the first step whose metrics were not finite.
 
   Checking on the host each step would sync every step; this keeps the step asynchronous and
   still names the exact step and terms when the watch is read (at logs and saves).
   """
-  state, metrics = step_fn(state, device_data)
+  state, metrics = step_fn(state, batches)
   finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(metrics)]))
   first = (watch['step'] < 0) & ~finite
   step = jnp.max(state.step)  # a K-seed state holds K equal steps
@@ -258,27 +254,18 @@ def watch_step(step_fn: Callable, state: GANState, device_data: dict, watch: dic
   return state, metrics, watch
 
 
-def one_step_inputs(device_data: dict) -> dict:
-  """A call's inputs as the first step's: streamed batches have a leading axis of steps."""
-  if 'batches' not in device_data:
-    return device_data
-  return {'batches': jax.tree.map(lambda x: x[0], device_data['batches'])}
-
-
-def scan_steps(step_fn: Callable, num_steps: int, state: GANState, device_data: dict, watch: dict):
-  """`num_steps` watched steps as one `lax.scan`; returns the state, the last metrics, the watch.
-
-  `device_data`: the data on the device, or `{'batches': ...}` streamed, one per step."""
+def scan_steps(step_fn: Callable, num_steps: int, state: GANState, batches: Batches, watch: dict):
+  """`num_steps` watched steps as one `lax.scan`; returns the state, the last metrics, the watch."""
   if num_steps == 1:
-    return watch_step(step_fn, state, one_step_inputs(device_data), watch)
-  streamed = device_data.get('batches')
+    return watch_step(step_fn, state, first_step(batches), watch)
 
-  def body(carry, batches):
-    inputs = device_data if batches is None else {'batches': batches}
-    state, metrics, watch = watch_step(step_fn, carry[0], inputs, carry[1])
+  def body(carry, sliced):
+    state, metrics, watch = watch_step(step_fn, carry[0], batches.of_step(sliced), carry[1])
     return (state, watch), metrics
 
-  (state, watch), metrics = jax.lax.scan(body, (state, watch), xs=streamed, length=num_steps)
+  (state, watch), metrics = jax.lax.scan(
+    body, (state, watch), xs=batches.per_step(), length=num_steps
+  )
   return state, jax.tree.map(lambda m: m[-1], metrics), watch
 
 
@@ -291,10 +278,10 @@ def fresh_watch(metrics_shape) -> dict:
 
 
 class CompiledStep:
-  """The run's step: `calls[n](state, device_data, watch) -> (state, last metrics, watch)` runs n
+  """The run's step: `calls[n](state, batches, watch) -> (state, last metrics, watch)` runs n
   watched steps in one jitted call (state and watch donated), for n = 1 and steps_per_call.
 
-  `train_step(state, device_data) -> (state, metrics)` is the plain (un-jitted) step of every seed.
+  `train_step(state, batches) -> (state, metrics)` is the plain (un-jitted) step of every seed.
   """
 
   def __init__(self, train_step: Callable, steps_per_call: int, sharding: NamedSharding):
@@ -308,21 +295,19 @@ class CompiledStep:
     }
     self.skip = jax.jit(lambda state: state.replace(step=state.step + 1), donate_argnums=0)
 
-  def memory_bytes(self, state: GANState, device_data: dict, watch: dict) -> int:
+  def memory_bytes(self, state: GANState, batches: Batches, watch: dict) -> int:
     """Device memory one call of the largest step needs (XLA's memory analysis of the compiled
     program: arguments, outputs and temporaries). Compiling here also warms jit's cache."""
-    stats = (
-      self.calls[self.steps_per_call].lower(state, device_data, watch).compile().memory_analysis()
-    )
+    stats = self.calls[self.steps_per_call].lower(state, batches, watch).compile().memory_analysis()
     if stats is None:  # a backend without the analysis
       return 0
     return stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes
 
-  def new_watch(self, state: GANState, device_data: dict) -> dict:
+  def new_watch(self, state: GANState, batches: Batches) -> dict:
     """A fresh watch placed like the step's output, so the step compiles once, not again on its
     second call."""
-    first_step = lambda state, data: self.train_step(state, one_step_inputs(data))
-    metrics_shape = jax.eval_shape(first_step, state, device_data)[1]
+    one_step = lambda state, batches: self.train_step(state, first_step(batches))
+    metrics_shape = jax.eval_shape(one_step, state, batches)[1]
     return jax.device_put(fresh_watch(metrics_shape), self.sharding)
 
 
@@ -332,18 +317,14 @@ def build_step(
   discriminator: nn.Module,
   mesh: Mesh,
   seeds: Seeds,
-  streamed: bool = False,
 ) -> CompiledStep:
-  """The compiled step of `config`, vmapped over the seeds of a K-seed run; `streamed`: its
-  batches come from the host (`stream.HostBatches`) rather than the on-device data."""
+  """The compiled step of `config`, vmapped over the seeds of a K-seed run."""
   spec = StepSpec.from_config(config, generator, discriminator, mesh)
   one_step = functools.partial(train_step, spec)
-  every_seed = seeds.vectorize(
-    one_step, in_axes=(0, STREAMED_SEED_AXES if streamed else SEED_AXES, None)
-  )
 
-  def step_fn(state: GANState, device_data: dict) -> tuple[GANState, dict]:
+  def step_fn(state: GANState, batches: Batches) -> tuple[GANState, dict]:
+    every_seed = seeds.vectorize(one_step, in_axes=(0, batches.seed_axes(), None))
     # Every seed is at the same step: one step number for all lets lazy updates skip their terms.
-    return every_seed(state, device_data, seeds.common(state.step))
+    return every_seed(state, batches, seeds.common(state.step))
 
   return CompiledStep(step_fn, config.train.steps_per_call, parallel.replicated(mesh))

@@ -14,6 +14,7 @@ from jax.sharding import PartitionSpec as P
 import numpy as np
 
 from gan_jax import data
+from gan_jax.batches import StreamedBatches
 from gan_jax.rng import step_keys
 from gan_jax.seeds import Seeds
 
@@ -38,11 +39,9 @@ def local_rows(sharding: NamedSharding, shape: tuple[int, ...], axis: int) -> np
 class HostBatches:
   """Each step's real (and labeled) batches, read on the host and put on the devices.
 
-  `pools`: each pool's indices into `images` ('real_indices', and 'labeled_indices' where the
-  objective uses labels), and `labels` the labels the step may see, both in the run's seed
-  layout; `rngs` the run's key of each seed. `take(step, n)` gives the inputs of a call of `n`
-  steps from `step`: {'batches': {pool: (uint8 images, int32 labels)}}, each of shape
-  [n, (K,) d_steps, batch, ...].
+  `pools`: each pool's indices into `images` ('real', and 'labeled' where the objective uses
+  labels), and `labels` the labels the step may see, both in the run's seed layout; `rngs` the
+  run's key of each seed. `take(step, n)` gives the batches of a call of `n` steps from `step`.
   """
 
   def __init__(
@@ -79,7 +78,7 @@ class HostBatches:
   def _indices(self, rng: jax.Array, step: jax.Array) -> dict[str, jax.Array]:
     """One seed's image indices of `step`: [d_steps, batch] per pool, as the step draws them."""
     keys = step_keys(rng, step)
-    pool_keys = {'real_indices': keys.data, 'labeled_indices': keys.labeled}
+    pool_keys = {'real': keys.data, 'labeled': keys.labeled}
 
     def draw(name: str, d_step: int) -> jax.Array:
       index = step * self.d_steps + d_step
@@ -111,13 +110,13 @@ class HostBatches:
     options = grain.ReadOptions(num_threads=THREADS, prefetch_buffer_size=PREFETCH_STEPS)
     self._iterator, self._next_step = iter(steps.to_iter_dataset(options)), step
 
-  def take(self, step: int, n: int) -> dict:
-    """The inputs of a call of `n` steps from `step` (a jump, e.g. a rollback, restarts grain)."""
+  def take(self, step: int, n: int) -> StreamedBatches:
+    """The batches of a call of `n` steps from `step` (a jump, e.g. a rollback, restarts grain)."""
     if step != self._next_step:
       self._start(step)
     host = [next(self._iterator) for _ in range(n)]
     self._next_step = step + n
-    return {'batches': {name: self._put(name, [h[name] for h in host]) for name in host[0]}}
+    return StreamedBatches({name: self._put(name, [h[name] for h in host]) for name in host[0]})
 
   def _put(self, name: str, steps: list) -> tuple[jax.Array, jax.Array]:
     shape = self.call_shape(name, len(steps))
@@ -129,10 +128,10 @@ class HostBatches:
       jax.make_array_from_process_local_data(self.sharding, labels, shape),
     )
 
-  def abstract(self, n: int) -> dict:
+  def abstract(self, n: int) -> StreamedBatches:
     """Shapes, dtypes and shardings of `take(step, n)`, for compiling without data."""
-    return {
-      'batches': {
+    return StreamedBatches(
+      {
         name: (
           jax.ShapeDtypeStruct(
             (*self.call_shape(name, n), *self.images.shape[1:]), np.uint8, sharding=self.sharding
@@ -141,4 +140,4 @@ class HostBatches:
         )
         for name in self.batch_sizes
       }
-    }
+    )

@@ -54,10 +54,10 @@ def rollback_step(run: Run, watch: dict) -> int | None:
   bad_step = int(watch['step'])
   if bad_step < 0:
     return None
-  tc = run.config.train
+  tc = run.setup.config.train
   values = {k: np.atleast_1d(v) for k, v in jax.device_get(watch['metrics']).items()}
   terms = ', '.join(
-    f'{run.seeds.name(k, i)}={float(v[i])}'
+    f'{run.setup.seeds.name(k, i)}={float(v[i])}'
     for k, v in values.items()
     for i in np.flatnonzero(~np.isfinite(v))
   )
@@ -91,16 +91,14 @@ def call_size(step: int, per_call: int, num_steps: int, skipped: list[int]) -> i
 def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, float]:
   """Trains from scratch, or resumes from the latest checkpoint in `workdir`; returns the last metrics."""
   run = Run(config, workdir)
-  tc = config.train
-  step_fn = build_step(
-    config, run.generator, run.discriminator, run.mesh, run.seeds, run.host_batches is not None
-  )
-  new_watch = lambda: step_fn.new_watch(run.state, run.abstract_inputs(1))
+  setup, tc = run.setup, config.train
+  step_fn = build_step(config, setup.generator, setup.discriminator, setup.mesh, setup.seeds)
+  new_watch = lambda: step_fn.new_watch(run.state, run.batches.abstract(1))
   state, step, watch, last = run.state, run.start_step, new_watch(), {}
   try:  # the last check of the input, before anything is written: does the step fit?
     checks.check_memory(
       config,
-      step_fn.memory_bytes(state, run.abstract_inputs(tc.steps_per_call), watch),
+      step_fn.memory_bytes(state, run.batches.abstract(tc.steps_per_call), watch),
       parallel.device_memory_bytes(),
     )
   except BaseException:
@@ -115,7 +113,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, float]:
       os.path.join(workdir, 'config.json'), config.to_json_best_effort(indent=2).encode()
     )
   writer = MetricWriter(workdir, resume_step=run.start_step) if primary else NullWriter()
-  evaluator = run.evaluator() if config.eval.every and step < tc.num_steps else None
+  evaluator = setup.evaluator() if config.eval.every and step < tc.num_steps else None
   progress = tqdm.tqdm(
     total=tc.num_steps,
     initial=step,
@@ -125,7 +123,7 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, float]:
     disable=not primary,
   )
   # What goes wrong, said once per symptom, through the progress bar; it never stops the run.
-  watcher = diagnosis.Watcher(objective=run.objective, d_fields=run.d_fields)
+  watcher = diagnosis.Watcher(objective=setup.objective, d_fields=setup.d_fields)
   report = lambda found: [tqdm.tqdm.write(f'diagnosis: {d}') for d in found if primary]
   try:
     with stop_requests() as stop:
@@ -137,8 +135,8 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, float]:
             state
           )  # the step of a rolled-back non-finite update: its batch is skipped
         else:
-          inputs = run.step_inputs(step - size, size)
-          state, metrics, watch = step_fn.calls[size](state, inputs, watch)
+          batches = run.batches.take(step - size, size)
+          state, metrics, watch = step_fn.calls[size](state, batches, watch)
         progress.update(size)
         final, stopping = step == tc.num_steps, bool(stop)  # a signal may arrive at any moment
         log = (step % tc.log_every == 0 or final) and step not in run.skipped_steps
@@ -148,29 +146,34 @@ def train_and_evaluate(config: ConfigDict, workdir: str) -> dict[str, float]:
         # Only finite states are logged, saved or scored.
         good = rollback_step(run, watch) if log or save or score else None
         if good is not None:
-          state, step, watch = run.state_at(good), good, new_watch()
+          state, step, watch = run.states.at(good), good, new_watch()
           writer.drop_after(step)
           progress.reset(total=tc.num_steps)
           progress.update(step)
           continue
         if log:
-          last = run.seeds.scalars(metrics)
+          last = setup.seeds.scalars(metrics)
           writer.write(step, last)
           report(watcher.update({'step': step, **last}))
           progress.set_postfix({k: f'{last[k]:.3f}' for k in ('d_loss', 'g_loss') if k in last})
         if step % tc.sample_every == 0 or final:
           writer.write_images(
-            step, run.save_samples(state, os.path.join(workdir, 'samples', f'step_{step:06d}.png'))
+            step, run.grids.save(state, os.path.join(workdir, 'samples', f'step_{step:06d}.png'))
           )
         if save:
           run.checkpointer.save(state, run.meta)
         if score:
-          scores = run.score(evaluator, state)
+          scores = setup.score(evaluator, state)
           writer.write(step, {f'eval/{k}': v for k, v in scores.items()})
           report(watcher.update({'step': step, **{f'eval/{k}': v for k, v in scores.items()}}))
           if primary:
             evaluation.save_eval(
-              workdir, step, scores, not evaluator.classifier.trained, run.objective, run.d_fields
+              workdir,
+              step,
+              scores,
+              not evaluator.classifier.trained,
+              setup.objective,
+              setup.d_fields,
             )
         if stopping:
           raise Interrupted(stop[0], step)
@@ -186,22 +189,22 @@ def sample(config: ConfigDict, workdir: str) -> str:
   path (a `seed_*` pattern for a K-seed run)."""
   run = latest_run(config, workdir, 'sample from')
   path = os.path.join(workdir, 'samples', f'sample_step_{run.start_step:06d}.png')
-  run.save_samples(run.state, path, fresh=True)
-  return run.seeds.path(path, '*')
+  run.grids.save(run.state, path, fresh=True)
+  return run.setup.seeds.path(path, '*')
 
 
 def evaluate(config: ConfigDict, workdir: str) -> str:
   """--mode=eval: scores the latest checkpoint of `workdir` (eval.json, report.md); returns its path."""
   run = latest_run(config, workdir, 'evaluate')
-  evaluator = run.evaluator()
-  scores = run.score(evaluator, run.state)
+  evaluator = run.setup.evaluator()
+  scores = run.setup.score(evaluator, run.state)
   if parallel.is_primary():  # every process scores (one program over all devices), one writes
     evaluation.save_eval(
       workdir,
       run.start_step,
       scores,
       not evaluator.classifier.trained,
-      run.objective,
-      run.d_fields,
+      run.setup.objective,
+      run.setup.d_fields,
     )
   return os.path.join(workdir, 'eval.json')

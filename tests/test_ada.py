@@ -47,7 +47,9 @@ def runs(tmp_path_factory):
       config = ada_config(target, policy, lsgan, d_steps=d_steps)
       run = Run(config, str(tmp_path_factory.mktemp('run')))
       run.checkpointer.close()
-      step = build_step(config, run.generator, run.discriminator, run.mesh, run.seeds)
+      step = build_step(
+        config, run.setup.generator, run.setup.discriminator, run.setup.mesh, run.setup.seeds
+      )
       built[key] = run, jax.jit(step.train_step)
     return built[key]
 
@@ -75,9 +77,9 @@ def test_p_moves_by_ada_step_of_rt_on_the_real_batch(runs):
   run, step = runs()
   state = with_d_output(run.state, [100.0, -100.0])
   np.testing.assert_array_equal(state.augment_p, [0.0, 0.0])
-  p, batch = np.zeros(2, np.float32), run.config.data.batch_size
+  p, batch = np.zeros(2, np.float32), run.setup.config.data.batch_size
   for _ in range(2):
-    state, metrics = step(state, run.device_data)
+    state, metrics = step(state, run.batches)
     np.testing.assert_array_equal(metrics['ada_rt'], [1.0, -1.0])
     # The same reading of D as the accuracy metric's (no logit lies on the boundary here).
     np.testing.assert_array_equal(metrics['ada_rt'], 2 * metrics['d_acc_real'] - 1)
@@ -91,9 +93,9 @@ def test_p_moves_by_the_real_images_of_every_d_update(runs):
   """d_steps=2: D sees two real batches a step, so p moves by 2 batches / 500k, as stylegan2-ada
   counts images (seed 0, r_t = 1); seed 1 (r_t = -1) stays at 0."""
   run, step = runs(d_steps=2)
-  state, metrics = step(with_d_output(run.state, [100.0, -100.0]), run.device_data)
+  state, metrics = step(with_d_output(run.state, [100.0, -100.0]), run.batches)
   np.testing.assert_array_equal(metrics['ada_rt'], [1.0, -1.0])
-  np.testing.assert_allclose(state.augment_p, [2 * run.config.data.batch_size / 500_000, 0.0])
+  np.testing.assert_allclose(state.augment_p, [2 * run.setup.config.data.batch_size / 500_000, 0.0])
 
 
 def test_rt_is_the_mean_sign_over_every_d_update_of_the_step():
@@ -114,17 +116,17 @@ def test_rt_reads_realness_from_the_loss_boundary(runs):
   logit would give 1 for both."""
   run, step = runs(lsgan=True)
   state = with_d_output(run.state, [0.3, 0.7], zero_kernel=True)
-  state, metrics = step(state, run.device_data)
+  state, metrics = step(state, run.batches)
   np.testing.assert_array_equal(metrics['ada_rt'], [-1.0, 1.0])
   np.testing.assert_array_equal(metrics['d_acc_real'], [0.0, 1.0])
-  np.testing.assert_allclose(state.augment_p, [0.0, run.config.data.batch_size / 500_000])
+  np.testing.assert_allclose(state.augment_p, [0.0, run.setup.config.data.batch_size / 500_000])
 
 
 def one_step(runs, target, policy='translation', p=None):
   """G's and D's parameters after one step from the fresh state (with ADA's p set to `p`)."""
   run, step = runs(target, policy)
   state = run.state if p is None else run.state.replace(augment_p=jnp.full(2, p, jnp.float32))
-  return params_of(step(state, run.device_data)[0])
+  return params_of(step(state, run.batches)[0])
 
 
 def test_p_reaches_every_image_d_sees(runs):
@@ -150,14 +152,16 @@ def test_off_keeps_the_state_and_the_step(runs, monkeypatch):
   """data.augment_target = 0: no p in the state or the metrics, and the step of DiffAugment
   before ADA, bit for bit."""
   run, step = runs(0.0)
-  state, metrics = step(run.state, run.device_data)
+  state, metrics = step(run.state, run.batches)
   assert run.state.augment_p is None and state.augment_p is None
   assert not {'augment_p', 'ada_rt'} & set(metrics)
   monkeypatch.setattr(step_lib, 'augmentations', augmentations_without_p)
-  before_ada = build_step(run.config, run.generator, run.discriminator, run.mesh, run.seeds)
+  before_ada = build_step(
+    run.setup.config, run.setup.generator, run.setup.discriminator, run.setup.mesh, run.setup.seeds
+  )
   chex.assert_trees_all_equal(
     jax.device_get((state, metrics)),
-    jax.device_get(jax.jit(before_ada.train_step)(run.state, run.device_data)),
+    jax.device_get(jax.jit(before_ada.train_step)(run.state, run.batches)),
   )
 
 

@@ -101,14 +101,14 @@ def adam_update(net, grads, opt_config, batch_stats):
 
 
 def make_reference_step(config, system, generator, discriminator):
-  """A plain `step(state, device_data) -> (state, metrics)`: d_steps D updates, then G's."""
+  """A plain `step(state, batches) -> (state, metrics)`: d_steps D updates, then G's."""
   d_loss_of, g_loss_of = REFERENCE_LOSSES[system]
   batch_size, latent_dim = config.data.batch_size, config.model.latent_dim
 
-  def batch(device_data, pool, key, index, size):
-    pool = device_data[pool]
+  def batch(batches, pool, key, index, size):
+    pool = batches.pools[pool]
     idx = pool[data.batch_indices(key, index, pool.shape[0], size)]
-    return data.to_unit_range(device_data['images'][idx]), device_data['labels'][idx]
+    return data.to_unit_range(batches.images[idx]), batches.labels[idx]
 
   def run_d(params, batch_stats, inputs, key):
     """D on each input in its own pass, in step.py's (sorted) order and with its dropout keys;
@@ -124,7 +124,7 @@ def make_reference_step(config, system, generator, discriminator):
         new_stats = stats
     return outputs, new_stats
 
-  def step(state, device_data):
+  def step(state, batches):
     rng = state.rng
     data_key = jax.random.fold_in(rng, rng_lib.DATA_STREAM)
     labeled_key = jax.random.fold_in(rng, rng_lib.LABELED_STREAM)
@@ -133,14 +133,14 @@ def make_reference_step(config, system, generator, discriminator):
     for i in range(config.train.d_steps):
       z_key, drop_key, _ = jax.random.split(jax.random.fold_in(step_key, i), 3)
       index = state.step * config.train.d_steps + i
-      real, labels = batch(device_data, 'real_indices', data_key, index, batch_size)
+      real, labels = batch(batches, 'real', data_key, index, batch_size)
       z = jax.random.normal(z_key, (batch_size, latent_dim))
       fake, g_stats = apply_train(generator, state.g.params, g_stats, z, labels)
       inputs = {'real': (real, labels), 'fake': (fake, labels)}
       if system == 'sgan':
         inputs['labeled'] = batch(
-          device_data,
-          'labeled_indices',
+          batches,
+          'labeled',
           labeled_key,
           index,
           config.data.labeled_batch_size or batch_size,
@@ -176,18 +176,20 @@ def test_optimized_step_matches_plain_reference(system, tmp_path):
   config.data.batch_size = 4  # small: the arithmetic is under test here, not the speed
   run = Run(config, str(tmp_path))
   run.checkpointer.close()
-  generator, discriminator = run.generator, run.discriminator
+  generator, discriminator = run.setup.generator, run.setup.discriminator
   if not run.state.d.batch_stats and 'dropout' in discriminator.__dataclass_fields__:
     discriminator = discriminator.clone(dropout=0.0)  # see the module docstring
   optimized = jax.jit(
-    step_lib.build_step(config, generator, discriminator, run.mesh, run.seeds).train_step
+    step_lib.build_step(
+      config, generator, discriminator, run.setup.mesh, run.setup.seeds
+    ).train_step
   )
   reference = jax.jit(make_reference_step(config, system, generator, discriminator))
 
   fast = plain = run.state
   for _ in range(NUM_STEPS):
-    fast, fast_metrics = optimized(fast, run.device_data)
-    plain, plain_metrics = reference(plain, run.device_data)
+    fast, fast_metrics = optimized(fast, run.batches)
+    plain, plain_metrics = reference(plain, run.batches)
     for name in ('d_loss', 'g_loss'):
       chex.assert_trees_all_close(fast_metrics[name], plain_metrics[name], rtol=LOSS_RTOL)
 

@@ -226,9 +226,12 @@ def test_eval_mode_writes_every_metric_for_sgan(classifier32, tmp_path):
   config = load_config('sgan')
   run = Run(config, str(tmp_path))
   run.checkpointer.close()
-  images, labels = run.dataset.split('test')
+  images, labels = run.setup.dataset.split('test')
   logits, _ = apply_inference(
-    run.discriminator, run.state.d, data.to_unit_range(images), np.zeros(len(labels), np.int32)
+    run.setup.discriminator,
+    run.state.d,
+    data.to_unit_range(images),
+    np.zeros(len(labels), np.int32),
   )
   assert scores['d_test_accuracy'] == pytest.approx(
     np.mean(np.argmax(logits[:, :10], -1) == labels)
@@ -240,7 +243,7 @@ def test_eval_mode_writes_every_metric_for_sgan(classifier32, tmp_path):
   fake_heavy = d.replace(
     params={**d.params, 'Dense_0': {**head, 'bias': head['bias'].at[10].add(1e4)}}
   )
-  evaluator = run.evaluator()
+  evaluator = run.setup.evaluator()
   assert evaluator(run.state.replace(d=fake_heavy))['d_test_accuracy'] == scores['d_test_accuracy']
   report = (tmp_path / 'report.md').read_text()
   assert '| d_test_accuracy |' in report and '![samples](samples/step_000004.png)' in report
@@ -277,7 +280,7 @@ def test_sgan_baseline_trains_d_alone(classifier32, tmp_path):
   assert 'g_loss' not in read_metrics(tmp_path)[-1]
   run = Run(config, str(tmp_path))
   run.checkpointer.close()
-  initial = jax.device_get(run.init_state())
+  initial = jax.device_get(run.states.fresh())
   jax.tree.map(np.testing.assert_array_equal, initial.g.params, jax.device_get(run.state.g.params))
   assert os.listdir(tmp_path / 'samples') == ['step_000004.png']
 

@@ -67,11 +67,15 @@ def extended(monkeypatch):
 def test_a_term_and_models_added_from_outside_train(extended, tmp_path):
   run = Run(extended, str(tmp_path / 'step'))
   run.checkpointer.close()
-  assert isinstance(run.generator, ToyGenerator) and isinstance(run.discriminator, ToyDiscriminator)
-  step = jax.jit(
-    build_step(extended, run.generator, run.discriminator, run.mesh, run.seeds).train_step
+  assert isinstance(run.setup.generator, ToyGenerator) and isinstance(
+    run.setup.discriminator, ToyDiscriminator
   )
-  _, metrics = step(run.state, run.device_data)
+  step = jax.jit(
+    build_step(
+      extended, run.setup.generator, run.setup.discriminator, run.setup.mesh, run.setup.seeds
+    ).train_step
+  )
+  _, metrics = step(run.state, run.batches)
   # D's logits start at 0: hinge 1 on real, BCE log 2 on fake, and D calls nothing real.
   assert float(metrics['d/toy_hinge_real']) == 1.0
   np.testing.assert_allclose(metrics['d/bce_fake'], np.log(2), rtol=1e-6)

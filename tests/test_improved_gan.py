@@ -48,7 +48,7 @@ def test_validation_images_are_held_out_of_training(smoke_run):
   held_out, _ = dataset.split('validation')
   assert len(held_out) == VALIDATION and len(train_images) == len(whole) - VALIDATION
   np.testing.assert_array_equal(np.concatenate([train_images, held_out]), whole)
-  assert run.image_shape == whole.shape[1:] and run.device_data['images'].shape[0] == len(
+  assert run.setup.image_shape == whole.shape[1:] and run.batches.images.shape[0] == len(
     train_images
   )
 
@@ -59,12 +59,12 @@ def test_d_is_initialised_on_training_images(smoke_run):
   centred with unit spread. The pass's own noise draw is not recoverable here, so its scales are
   compared with those of fresh draws on the same images and directions."""
   config, _, run = smoke_run
-  images = run.init_images(run.device_data['images'], config.seed)
+  images = run.setup.init_images(run.batches.images, config.seed)
   assert images.shape == (config.model.d_init_batch, 28, 28, 1)
   # The same draw for the same seed, another for another seed.
-  np.testing.assert_array_equal(images, run.init_images(run.device_data['images'], config.seed))
-  assert not np.array_equal(images, run.init_images(run.device_data['images'], config.seed + 1))
-  layer = run.state_at(0).d.params['WeightNormDense_0']
+  np.testing.assert_array_equal(images, run.setup.init_images(run.batches.images, config.seed))
+  assert not np.array_equal(images, run.setup.init_images(run.batches.images, config.seed + 1))
+  layer = run.states.at(0).d.params['WeightNormDense_0']
   x = (images.reshape(len(images), -1) + 1) / 2
   kernel = np.asarray(layer['kernel'])
   direction = kernel / np.linalg.norm(kernel, axis=0)

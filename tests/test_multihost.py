@@ -90,7 +90,7 @@ def _states(workdir: str) -> dict[int, dict]:
   config.train.num_steps = 6
   run = Run(config, workdir)  # restores into this process's single device
   try:
-    states = {step: jax.device_get(run.restore(step)) for step in (4, 6)}
+    states = {step: jax.device_get(run.states.restore(step)) for step in (4, 6)}
   finally:
     run.checkpointer.close()
   return {

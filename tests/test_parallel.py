@@ -64,7 +64,7 @@ run = Run(config, workdir)  # restores the latest checkpoint
 run.checkpointer.close()
 save('gan_cls', run.state)
 report.update(
-    step=int(run.state.step), mesh_size=int(run.mesh.devices.size), metrics=last,
+    step=int(run.state.step), mesh_size=int(run.setup.mesh.devices.size), metrics=last,
     state_devices=len(jax.tree.leaves(run.state.g.params)[0].sharding.device_set))
 
 if num_devices > 1:  # (one device would train on it)
@@ -83,14 +83,14 @@ run = Run(config, os.path.join(out, 'sgan_f64'))
 run.checkpointer.close()
 state = jax.tree.map(lambda x: x.astype(np.float64) if x.dtype == np.float32 else x,
                      jax.device_get(run.state))
-state = jax.device_put(state, run.replicated)
-step = jax.jit(build_step(config, run.generator, run.discriminator, run.mesh, run.seeds).train_step,
+state = jax.device_put(state, run.setup.replicated)
+step = jax.jit(build_step(config, run.setup.generator, run.setup.discriminator, run.setup.mesh, run.setup.seeds).train_step,
                donate_argnums=0)
 for _ in range(config.train.num_steps):
-  state, metrics = step(state, run.device_data)
+  state, metrics = step(state, run.batches)
 save('sgan_f64', state)
 report.update(f64_dtype=str(jax.tree.leaves(state.d.params)[0].dtype),
-              f64_mesh_size=int(run.mesh.devices.size),
+              f64_mesh_size=int(run.setup.mesh.devices.size),
               f64_state_devices=len(jax.tree.leaves(state.g.params)[0].sharding.device_set))
 with open(os.path.join(out, 'report.json'), 'w') as f:
   json.dump(report, f)

@@ -40,12 +40,14 @@ def jitted_step(config, workdir):
   run = Run(config, str(workdir))
   run.checkpointer.close()
   return run, jax.jit(
-    build_step(config, run.generator, run.discriminator, run.mesh, run.seeds).train_step
+    build_step(
+      config, run.setup.generator, run.setup.discriminator, run.setup.mesh, run.setup.seeds
+    ).train_step
   )
 
 
 def spec_of(config, run) -> StepSpec:
-  return StepSpec.from_config(config, run.generator, run.discriminator, run.mesh)
+  return StepSpec.from_config(config, run.setup.generator, run.setup.discriminator, run.setup.mesh)
 
 
 def finite_difference_grads(fn, images: np.ndarray, eps: float = 1e-2) -> np.ndarray:
@@ -61,7 +63,7 @@ def finite_difference_grads(fn, images: np.ndarray, eps: float = 1e-2) -> np.nda
 
 def small_d(run, shape=(3, 3, 1)):
   """The run's MLP D on small images (it flattens any shape): its params and a jitted pass."""
-  params = run.discriminator.init(
+  params = run.setup.discriminator.init(
     jax.random.PRNGKey(3), jnp.zeros((1, *shape)), jnp.zeros(1, jnp.int32), train=False
   )['params']
   return params
@@ -127,7 +129,7 @@ def test_lazy_r1_applies_every_k_steps_with_k_times_the_weight(gan_run, tmp_path
   run, step = jitted_step(config, tmp_path)
   state, rows = run.state, []
   for _ in range(3):
-    state, metrics = step(state, run.device_data)
+    state, metrics = step(state, run.batches)
     rows.append(jax.device_get(metrics))
   for i, row in enumerate(rows):
     parts = row['d/bce_real'] + row['d/bce_fake']
@@ -149,7 +151,7 @@ def test_ema_of_g_equals_its_closed_form(tmp_path):
   chex.assert_trees_all_equal(state.g_ema.params, state.g.params)
   expected = jax.device_get(state.g.params)
   for t in range(4):
-    state, _ = step(state, run.device_data)
+    state, _ = step(state, run.batches)
     d = min(0.2, (1 + t) / (10 + t))
     expected = jax.tree.map(
       lambda e, g: d * e + (1 - d) * g, expected, jax.device_get(state.g.params)
@@ -164,11 +166,11 @@ def test_g_statistics_move_once_per_step_with_several_d_steps(tmp_path):
   config = load_config('dcgan')
   config.train.d_steps = 2
   run, step = jitted_step(config, tmp_path)
-  new_state, _ = step(run.state, run.device_data)
+  new_state, _ = step(run.state, run.batches)
   keys = step_keys(run.state.rng, run.state.step)
   z_key = jax.random.split(jax.random.fold_in(keys.step, 1), 3)[0]  # the last D step's noise
   z = jax.random.normal(z_key, (config.data.batch_size, config.model.latent_dim))
-  _, mutated = run.generator.apply(
+  _, mutated = run.setup.generator.apply(
     {'params': run.state.g.params, 'batch_stats': run.state.g.batch_stats},
     z,
     jnp.zeros(len(z), jnp.int32),
@@ -184,12 +186,10 @@ def test_only_the_real_pass_moves_d_statistics(tmp_path):
   config = load_config('sgan')
   run, step = jitted_step(config, tmp_path)
   spec = spec_of(config, run)
-  new_state, _ = step(run.state, run.device_data)
+  new_state, _ = step(run.state, run.batches)
   keys = step_keys(run.state.rng, run.state.step)
   drop_key = jax.random.split(jax.random.fold_in(keys.step, 0), 3)[1]
-  images, labels = gather(
-    spec, run.device_data, 'real_indices', keys.data, 0, config.data.batch_size, 0
-  )
+  images, labels = gather(spec, run.batches, 'real', keys.data, 0, config.data.batch_size, 0)
   # 'real' is the third of the sorted inputs (fake, labeled, real): its dropout key is fold_in(·, 2).
   _, stats = apply_d(
     spec,

@@ -468,8 +468,8 @@ def poisoning(build_step):
     compiled = build_step(*args, **kwargs)
     train_step = compiled.train_step
 
-    def poisoned(state, device_data):
-      new_state, metrics = train_step(state, device_data)
+    def poisoned(state, batches):
+      new_state, metrics = train_step(state, batches)
       nan = jnp.where(state.step == POISONED_STEP - 1, jnp.nan, 0.0)
       poison = lambda tree: jax.tree.map(lambda x: x + nan.astype(x.dtype), tree)
       new_state = new_state.replace(

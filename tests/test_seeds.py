@@ -47,11 +47,13 @@ def _steps(config, workdir):
   run = Run(config, str(workdir))
   run.checkpointer.close()
   step = jax.jit(
-    build_step(config, run.generator, run.discriminator, run.mesh, run.seeds).train_step
+    build_step(
+      config, run.setup.generator, run.setup.discriminator, run.setup.mesh, run.setup.seeds
+    ).train_step
   )
   state = run.state
   for _ in range(config.train.num_steps):
-    state, metrics = step(state, run.device_data)
+    state, metrics = step(state, run.batches)
   return run, jax.device_get(state), jax.device_get(metrics)
 
 
@@ -65,8 +67,10 @@ def test_k_seeds_skip_the_lazy_terms_on_the_other_steps(tmp_path):
   config.loss.hparams.lazy_every = 2
   run = Run(config, str(tmp_path))
   run.checkpointer.close()
-  step = build_step(config, run.generator, run.discriminator, run.mesh, run.seeds).train_step
-  assert 'cond[' in str(jax.make_jaxpr(step)(run.state, run.device_data))
+  step = build_step(
+    config, run.setup.generator, run.setup.discriminator, run.setup.mesh, run.setup.seeds
+  ).train_step
+  assert 'cond[' in str(jax.make_jaxpr(step)(run.state, run.batches))
 
 
 def test_seed_i_of_a_k_seed_run_is_the_single_run_of_seed_plus_i(tmp_path):
@@ -74,7 +78,7 @@ def test_seed_i_of_a_k_seed_run_is_the_single_run_of_seed_plus_i(tmp_path):
   config.seed, config.num_seeds = 3, 2
   run, state, metrics = _steps(config, tmp_path / 'seeds')
   assert state.step.shape == (2,) and metrics['d_loss'].shape == (2,)
-  initial = jax.device_get(run.seeds.split(run.state))
+  initial = jax.device_get(run.setup.seeds.split(run.state))
   for i in range(2):
     single_config = load_config('gan_cls')
     single_config.seed = 3 + i

@@ -33,6 +33,7 @@ from gan_jax import models, parallel
 from gan_jax import rng as rng_lib
 from gan_jax import state as state_lib
 from gan_jax import step as step_lib
+from gan_jax.batches import DeviceBatches
 from gan_jax.data import batch_indices, to_unit_range
 from gan_jax.passes import StepSpec
 
@@ -79,7 +80,7 @@ class Setup(NamedTuple):
   generator: nn.Module
   discriminator: nn.Module
   mesh: Mesh
-  device_data: dict
+  batches: DeviceBatches
   state: state_lib.GANState
 
 
@@ -90,18 +91,17 @@ def setup() -> Setup:
   config = tiny_config(Options())
   generator, discriminator = models.build(config.model, NUM_CLASSES, IMAGE_SHAPE)
   rng = np.random.default_rng(0)
-  device_data = {
-    'images': rng.integers(0, 256, (POOL, *IMAGE_SHAPE), dtype=np.uint8),
-    'labels': rng.integers(0, NUM_CLASSES, POOL).astype(np.int32),
-    'real_indices': np.arange(POOL, dtype=np.int32),
-    'labeled_indices': np.zeros((1,), np.int32),
-  }
+  batches = DeviceBatches(
+    images=rng.integers(0, 256, (POOL, *IMAGE_SHAPE), dtype=np.uint8),
+    labels=rng.integers(0, NUM_CLASSES, POOL).astype(np.int32),
+    pools={'real': np.arange(POOL, dtype=np.int32), 'labeled': np.zeros((1,), np.int32)},
+  )
   mesh = parallel.make_mesh()
   # Placed as the step places its output, so that its second call does not compile again.
   replicated = parallel.replicated(mesh)
   init = functools.partial(state_lib.create_state, config, generator, discriminator, IMAGE_SHAPE)
   state = jax.jit(init, out_shardings=replicated)()
-  return Setup(generator, discriminator, mesh, jax.device_put(device_data, replicated), state)
+  return Setup(generator, discriminator, mesh, jax.device_put(batches, replicated), state)
 
 
 def with_d_bias(state, d_bias: float):
@@ -117,7 +117,7 @@ def run_step(config, setup, state):
   step = jax.jit(functools.partial(step_lib.train_step, spec))
   metrics = []
   for _ in range(NUM_STEPS):
-    state, m = step(state, setup.device_data)
+    state, m = step(state, setup.batches)
     metrics.append(m)
   return state, metrics
 
@@ -128,7 +128,9 @@ def log_sigmoid(x):
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def reference_step(generator, discriminator, options: Options, g_params, d_params, rng, step, data):
+def reference_step(
+  generator, discriminator, options: Options, g_params, d_params, rng, step, batches
+):
   """One step from the definitions: `options.d_steps` D updates (BCE) on batches and noise of
   their own, then G's update on the last one's fakes, scored by D after that update (or before
   it, `simultaneous`). G's loss: −log D(G(z)), or log(1 − D(G(z))) with `minimax`, plus
@@ -146,8 +148,8 @@ def reference_step(generator, discriminator, options: Options, g_params, d_param
   for i in range(options.d_steps):
     z_key, _, _ = jax.random.split(jax.random.fold_in(step_key, i), 3)
     index = step * options.d_steps + i
-    idx = data['real_indices'][batch_indices(data_key, index, POOL, BATCH)]
-    real, labels = to_unit_range(data['images'][idx]), data['labels'][idx]
+    idx = batches.pools['real'][batch_indices(data_key, index, POOL, BATCH)]
+    real, labels = to_unit_range(batches.images[idx]), batches.labels[idx]
     z = jax.random.normal(z_key, (BATCH, LATENT))
     fake = fakes(g_params, z, labels)
 
@@ -192,7 +194,7 @@ def run_reference(options: Options, setup, state):
       d_params,
       state.rng,
       t,
-      setup.device_data,
+      setup.batches,
     )
     losses.append(l)
   return {'g': g_params, 'd': d_params}, losses

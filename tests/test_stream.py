@@ -8,9 +8,11 @@ import pytest
 from test_train import final_params, load_config, read_metrics, straight_and_interrupted_runs
 
 from gan_jax import train
+from gan_jax.batches import DeviceBatches, StreamedBatches
 from gan_jax.passes import StepSpec, gather
 from gan_jax.rng import step_keys
 from gan_jax.run import Run
+from gan_jax.stream import HostBatches
 
 
 def streamed(config, streaming: bool = True):
@@ -42,7 +44,7 @@ def test_streamed_run_is_the_on_device_run_bitwise(runs):
   for workdir, streaming in ((on_device, False), (straight, True)):
     run = Run(streamed(several('gan'), streaming), str(workdir))
     run.checkpointer.close()
-    assert (run.host_batches is not None, run.device_data is None) == (streaming, streaming)
+    assert isinstance(run.batches, HostBatches if streaming else DeviceBatches)
   assert read_metrics(straight) == read_metrics(on_device)
   config = several('gan')
   chex.assert_trees_all_equal(final_params(straight, config), final_params(on_device, config))
@@ -69,30 +71,36 @@ def sgan_runs(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def host_batches(sgan_runs):
-  return sgan_runs[1].host_batches
+  return sgan_runs[1].batches
 
 
 def test_streamed_batches_of_both_pools_are_the_gathered_ones(sgan_runs):
-  """passes.gather on each seed's on-device data and on the streamed batches, at steps 0 and 3."""
+  """passes.gather on each seed's on-device batches and on the streamed ones, at steps 0 and 3."""
   on_device, streaming = sgan_runs
   spec = StepSpec.from_config(
-    on_device.config, on_device.generator, on_device.discriminator, on_device.mesh
+    on_device.setup.config,
+    on_device.setup.generator,
+    on_device.setup.discriminator,
+    on_device.setup.mesh,
   )
-  pools = (('real_indices', 'data', 8), ('labeled_indices', 'labeled', 8))
+  pools = (('real', 'data', 8), ('labeled', 'labeled', 8))
   for step in (0, 3):
-    batches = streaming.host_batches.take(step, 1)['batches']
-    for k, seed_state in enumerate(on_device.seeds.split(on_device.state)):
+    batches = streaming.batches.take(step, 1)
+    for k, seed_state in enumerate(on_device.setup.seeds.split(on_device.state)):
       keys = step_keys(seed_state.rng, step)
-      seed_data = {
-        name: x if name == 'images' else x[k] for name, x in on_device.device_data.items()
-      }
+      device = on_device.batches  # the images are shared; the labels and pools, the seed's
+      seed_batches = device.replace(
+        labels=device.labels[k], pools=jax.tree.map(lambda x: x[k], device.pools)
+      )
       for pool, key, size in pools:
-        streamed_pool = {'batches': {pool: jax.tree.map(lambda x: x[0, k], batches[pool])}}
+        streamed_pool = StreamedBatches(
+          {pool: jax.tree.map(lambda x: x[0, k], batches.pools[pool])}
+        )
         for i in range(2):
           index = step * 2 + i
           chex.assert_trees_all_equal(
             gather(spec, streamed_pool, pool, None, index, size, i),
-            gather(spec, seed_data, pool, getattr(keys, key), index, size, i),
+            gather(spec, seed_batches, pool, getattr(keys, key), index, size, i),
           )
 
 
@@ -104,16 +112,14 @@ def test_a_jump_restarts_the_stream_at_the_step_asked_for(host_batches):
   host_batches.take(0, 2)
   in_order = host_batches.take(2, 1)
   chex.assert_trees_all_equal(after_jump, host_batches.take(3, 1))
-  assert not np.array_equal(
-    after_jump['batches']['real_indices'][0], in_order['batches']['real_indices'][0]
-  )
+  assert not np.array_equal(after_jump.pools['real'][0], in_order.pools['real'][0])
 
 
 def test_streamed_labels_stay_within_the_budget(host_batches):
   """The labeled pool's batches carry true labels; the real pool's carry -1 outside the subset."""
-  batches = host_batches.take(0, 1)['batches']
-  labeled_labels = np.asarray(batches['labeled_indices'][1])
-  real_labels = np.asarray(batches['real_indices'][1])
+  batches = host_batches.take(0, 1).pools
+  labeled_labels = np.asarray(batches['labeled'][1])
+  real_labels = np.asarray(batches['real'][1])
   assert labeled_labels.shape == (1, 2, 2, 8)  # [steps, seeds, d_steps, batch]
   assert (labeled_labels >= 0).all()
   assert (real_labels == -1).any()

@@ -12,10 +12,11 @@ LAYERS = [
   {'parallel', 'seeds', 'losses', 'writers', 'models', 'mnist5k', 'records', 'images', 'domains'},
   {'metrics', 'augment', 'diagnosis', 'folder', 'mnist_full', 'objective'},
   {'openmoji', 'state', 'checkpoint'},
-  {'data'},
+  {'data', 'grids'},
+  {'batches'},
   {'fields', 'passes'},
   {'checks', 'evaluation', 'step'},
-  {'stream'},
+  {'stream', 'setup'},
   {'run'},
   {'train', 'bench'},
 ]

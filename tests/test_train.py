@@ -83,8 +83,8 @@ def test_conditional_grid_has_one_row_per_class(tmp_path):
   config = load_config('gan_cls')
   run = Run(config, str(tmp_path))
   run.checkpointer.close()
-  with mock.patch('gan_jax.run.save_image_grid') as save:
-    run.save_samples(run.state, str(tmp_path / 'grid.png'))
+  with mock.patch('gan_jax.grids.save_image_grid') as save:
+    run.grids.save(run.state, str(tmp_path / 'grid.png'))
   images, rows, _ = save.call_args.args
   assert images.shape == (100, 28, 28, 1) and rows == 10
 
@@ -95,14 +95,17 @@ def test_step_is_traced_once_and_updates_both_networks(tmp_path):
   run.checkpointer.close()
   step = jax.jit(
     chex.assert_max_traces(
-      build_step(config, run.generator, run.discriminator, run.mesh, run.seeds).train_step, n=1
+      build_step(
+        config, run.setup.generator, run.setup.discriminator, run.setup.mesh, run.setup.seeds
+      ).train_step,
+      n=1,
     ),
     donate_argnums=0,
   )
   before = jax.device_get(run.state)
   state = run.state
   for _ in range(3):
-    state, metrics = step(state, run.device_data)
+    state, metrics = step(state, run.batches)
   assert int(state.step) == 3
   for net in ('g', 'd'):
     moved = jax.tree.map(
@@ -120,10 +123,10 @@ def test_sgan_uses_only_the_label_budget(tmp_path):
   labeled = np.asarray(run.labeled_indices)
   assert len(labeled) == config.data.num_labeled == 20
   # Unlabeled batches are drawn from the whole split (Salimans et al. 2016), labeled subset included.
-  np.testing.assert_array_equal(run.device_data['real_indices'], np.arange(4000))
+  np.testing.assert_array_equal(run.batches.pools['real'], np.arange(4000))
   # No label outside the subset reaches the step: the device holds -1 for the others.
-  visible = np.asarray(run.device_data['labels'])
-  _, true_labels = run.dataset.split('train')
+  visible = np.asarray(run.batches.labels)
+  _, true_labels = run.setup.dataset.split('train')
   np.testing.assert_array_equal(np.flatnonzero(visible >= 0), labeled)
   np.testing.assert_array_equal(visible[labeled], true_labels[labeled])
 
@@ -198,9 +201,11 @@ def test_bfloat16_compute_keeps_float32_state_and_close_losses(name, tmp_path):
     run = Run(config, str(tmp_path))
     run.checkpointer.close()
     step = jax.jit(
-      build_step(config, run.generator, run.discriminator, run.mesh, run.seeds).train_step
+      build_step(
+        config, run.setup.generator, run.setup.discriminator, run.setup.mesh, run.setup.seeds
+      ).train_step
     )
-    outputs[dtype] = jax.device_get(step(run.state, run.device_data))
+    outputs[dtype] = jax.device_get(step(run.state, run.batches))
   (_, metrics_32), (state_16, metrics_16) = outputs['float32'], outputs['bfloat16']
   assert {leaf.dtype for leaf in jax.tree.leaves(state_16) if leaf.dtype.kind == 'f'} == {
     np.dtype('float32')

@@ -1,0 +1,85 @@
+"""The step's batches, from either of two sources behind one interface.
+
+`DeviceBatches`: the training split on the device, each batch gathered there (data within
+`data.device_bytes`). `StreamedBatches`: the batches the host read for a call
+(`stream.HostBatches`). Both are pytrees, so jit, vmap and scan take them, and the step reads
+them alike: `batch` for a pool's batch, `seed_axes` for the seeds' vmap, and `per_step` /
+`of_step` for a scan over a call's steps.
+
+A pool is what batches are drawn from: 'real' (the whole split) and 'labeled' (each
+seed's labeled subset; a dummy index without a label budget).
+"""
+
+import flax.struct
+import jax
+
+from gan_jax import data
+
+
+@flax.struct.dataclass
+class DeviceBatches:
+  """uint8 images [N, ...] (shared by the seeds), the labels the step may see [(K,) N] and each
+  pool's indices into the images [(K,) size]: every step gathers its batches from them.
+
+  It is also its own source of each call's batches (as `stream.HostBatches` is of streamed
+  ones): the same data for every call.
+  """
+
+  images: jax.Array
+  labels: jax.Array
+  pools: dict[str, jax.Array]
+
+  def batch(self, pool: str, key: jax.Array, index: jax.Array, size: int, d_step: int):
+    """Batch `index` of `pool`, (uint8 images, labels): `size` of its examples drawn by `key`."""
+    del d_step  # the draw of (key, index) is the batch's, whichever D update reads it
+    indices = self.pools[pool]
+    idx = indices[data.batch_indices(key, index, indices.shape[0], size)]
+    return self.images[idx], self.labels[idx]
+
+  def seed_axes(self) -> 'DeviceBatches':
+    """vmap's axes over the seeds: each seed has its own labeled subset, so its own pools and
+    visible labels; the images are shared."""
+    return DeviceBatches(images=None, labels=0, pools=0)
+
+  def per_step(self) -> None:
+    return None  # what a scan slices per step: nothing, every step reads all of the data
+
+  def of_step(self, sliced: None) -> 'DeviceBatches':
+    return self
+
+  def take(self, step: int, n: int) -> 'DeviceBatches':
+    return self
+
+  def abstract(self, n: int) -> 'DeviceBatches':
+    return self
+
+
+@flax.struct.dataclass
+class StreamedBatches:
+  """Each pool's batches as the host read them, (uint8 images, labels), of shape
+  [n, (K,) d_steps, batch, ...] for a call of n steps; within a step, without the leading n."""
+
+  pools: dict[str, tuple[jax.Array, jax.Array]]
+
+  def batch(self, pool: str, key: jax.Array, index: jax.Array, size: int, d_step: int):
+    """The batch of D update `d_step` of this step of `pool`: the one the host drew with the same
+    (key, index, size) as `DeviceBatches.batch`."""
+    del key, index, size
+    return jax.tree.map(lambda x: x[d_step], self.pools[pool])
+
+  def seed_axes(self) -> int:
+    return 0  # every batch is a seed's own
+
+  def per_step(self) -> 'StreamedBatches':
+    return self
+
+  def of_step(self, sliced: 'StreamedBatches') -> 'StreamedBatches':
+    return sliced
+
+
+Batches = DeviceBatches | StreamedBatches
+
+
+def first_step(batches: Batches) -> Batches:
+  """The batches of a call's first step."""
+  return batches.of_step(jax.tree.map(lambda x: x[0], batches.per_step()))
