@@ -92,7 +92,7 @@ FIELDS: dict[str, Field] = {
   'seed': _int(0, "the run's seed: its init, labeled subset, data order and noise", ge=0),
   'num_seeds': _int(
     1,
-    'K > 1 trains the runs of seeds seed .. seed+K-1 in one vmapped step (metrics per seed and '
+    'K > 1 trains the runs of seeds seed .. seed+K-1 in one step (metrics per seed and '
     'as mean ± std)',
     ge=1,
     before=1,

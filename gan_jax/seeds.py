@@ -2,17 +2,35 @@
 
 `config.num_seeds` = K > 1 trains seeds seed .. seed+K-1, seed i being exactly the run of seed+i
 (its own init, labeled subset, data order and noise), with every per-seed array stacked on a
-leading axis of size K and the step vmapped over it. K = 1 keeps the plain, unstacked layout,
+leading axis of size K and the step mapped over it (`Seeds.vectorize`). K = 1 keeps the plain, unstacked layout,
 so a one-seed run and its checkpoints are those of an ordinary run.
 """
 
 from collections.abc import Callable, Sequence
+import functools
 import os
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+
+def _map_seeds(fn: Callable, in_axes: tuple, *args):
+  """`jax.vmap(fn, in_axes)(*args)` as one call of `fn` per seed, the outputs stacked.
+
+  A Python loop, not `lax.map`: XLA:CPU ran dcgan's 3-seed step 25x slower inside a while loop
+  than unrolled (0.04x against 0.98x of the seeds run in turn).
+  """
+  is_axis = lambda x: x is None or isinstance(x, int)
+  stacked = jax.tree.map(lambda axis, arg: arg if axis == 0 else None, in_axes, args, is_leaf=is_axis)
+  count = jax.tree.leaves(stacked)[0].shape[0]
+
+  def one_seed(i: int):
+    take = lambda axis, arg: jax.tree.map(lambda x: x[i], arg) if axis == 0 else arg
+    return fn(*jax.tree.map(take, in_axes, args, is_leaf=is_axis))
+
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *[one_seed(i) for i in range(count)])
 
 
 class Seeds:
@@ -30,9 +48,20 @@ class Seeds:
       return lambda: init_fn(self.values[0], *per_seed)
     return lambda: jax.vmap(init_fn)(jnp.asarray(self.values, jnp.int32), *per_seed)
 
-  def vectorize(self, fn: Callable, in_axes) -> Callable:
-    """`fn` of one seed's values as a function of the stacked ones (axes as for jax.vmap)."""
-    return jax.vmap(fn, in_axes=in_axes) if self.stacked else fn
+  def vectorize(self, fn: Callable, in_axes: tuple) -> Callable:
+    """`fn` of one seed's values as a function of the stacked ones: `in_axes`, one per
+    argument, a pytree prefix of it with 0 (stacked) or None (shared by every seed).
+
+    Accelerators vmap over the seeds. On XLA:CPU each seed's step is traced on its own (K
+    copies in one program): under vmap each convolution's weights carry the seed axis, and the
+    grouped convolution that becomes runs several times slower there than K plain ones (dcgan,
+    3 seeds: 0.22x the speed of the seeds run in turn, against 0.98x unrolled).
+    """
+    if not self.stacked:
+      return fn
+    if jax.default_backend() != 'cpu':
+      return jax.vmap(fn, in_axes=in_axes)
+    return functools.partial(_map_seeds, fn, in_axes)
 
   def common(self, x: jax.Array) -> jax.Array:
     """A value every seed holds alike (stacked: K equal copies), as one unstacked value."""

@@ -318,7 +318,7 @@ def build_step(
   mesh: Mesh,
   seeds: Seeds,
 ) -> CompiledStep:
-  """The compiled step of `config`, vmapped over the seeds of a K-seed run."""
+  """The compiled step of `config`, mapped over the seeds of a K-seed run (`Seeds.vectorize`)."""
   spec = StepSpec.from_config(config, generator, discriminator, mesh)
   one_step = functools.partial(train_step, spec)
 
