@@ -1,16 +1,31 @@
-"""The SGAN label-budget study: SGAN against its supervised baselines over budgets and seeds.
+"""Label-budget studies: a semi-supervised GAN against its labels-only baselines over budgets and
+seeds. Two studies, chosen by --study:
 
   python study.py --budgets=20,50,100,1000,4000 --seeds=3 --out=workdirs/study
+  python study.py --study=improved_gan --budgets=20,50,100,200 --seeds=3 --steps=N \
+      --out=workdirs/improved_gan
 
-For each budget and seed, trains each of SYSTEMS (SGAN, SGAN with feature matching, the plain
-and the strong labels-only baseline) with data.num_labeled=budget and seed=seed in
-OUT/<system>_n<budget>_s<seed> (a seed picks both the initialisation and the labeled subset, the
-same one for every system), then writes OUT/study.md (mean ± std of D's test accuracy at the
-last step; the gains are measured against the stronger baseline of each budget), OUT/study.png
-and OUT/study.json (with each run's test curve). Runs whose eval.json is at their final step
-are skipped, so a stopped study resumes.
+- `sgan` (the default): SGAN, SGAN with feature matching, the plain and the strong labels-only
+  baseline (configs/sgan.py, configs/sgan_baseline.py) on mnist5k. OUT/study.md holds the mean ±
+  std of D's test accuracy at the last step; the gains are measured against the stronger baseline
+  of each budget. Also OUT/study.png and OUT/study.json (with each run's test curve).
+- `improved_gan`: Salimans et al. 2016, Table 1, on full MNIST: Improved GAN and its labels-only
+  baseline (configs/improved_gan_mnist.py and its `baseline` variant), in test errors out of the
+  test split's size (10,000 on MNIST) as the paper reports them, errors = round((1 - D's test
+  accuracy) · test size), beside the paper's "Our model" row (mean ± std over 10 seeds).
+  OUT/improved_gan_mnist.md, .png and .json (per budget each seed's errors in `sgan_errors` and
+  `baseline_errors`, their mean and sample std, the paper's).
+
+For each budget and seed, trains each system of the study with data.num_labeled=budget and
+seed=seed in OUT/<system>_n<budget>_s<seed> (a seed picks both the initialisation and the labeled
+subset, the same one for every system). The table and the JSON are rewritten, atomically, after
+every finished run over the runs done so far, so a study stopped mid-way leaves a valid partial
+table (its seeds column counts a budget's seeds so far; a cell over fewer shows its n); the plot
+is drawn at the end. Runs whose eval.json is at their final step are skipped, so a stopped study
+resumes. --steps sets every system's schedule (train.num_steps); 0 keeps the configs'.
 """
 
+import dataclasses
 import importlib
 import json
 import os
@@ -24,20 +39,95 @@ from gan_jax import checks, data, train
 from gan_jax.errors import BadInput
 from gan_jax.writers import atomic_write_bytes, save_figure
 
-# Each system: the runs' name prefix → (configs/<name>.py, its variant, its label).
-SYSTEMS = {
-  'sgan': ('sgan', '', 'SGAN'),
-  'sgan_fm': ('sgan', 'fm', 'SGAN + FM'),
-  'sgan_baseline': ('sgan_baseline', '', 'baseline'),
-  'sgan_baseline_strong': ('sgan_baseline', 'strong', 'baseline (strong)'),
-}
-BASELINES = ('sgan_baseline', 'sgan_baseline_strong')
-GAINS = {'gain': 'sgan', 'gain_fm': 'sgan_fm'}  # each over the stronger baseline
 
+@dataclasses.dataclass(frozen=True)
+class Study:
+  """What differs between studies; one code path runs and tabulates them all."""
+
+  name: str  # its --study value
+  title: str
+  stem: str  # OUT/<stem>.md, .png, .json
+  # Each system: the runs' name prefix → (configs/<name>.py, its variant, its label).
+  systems: dict[str, tuple[str, str, str]]
+  baselines: tuple[str, ...]
+  gains: dict[str, str]  # gain name → system; each over the stronger baseline
+  budgets: tuple[int, ...]  # the default --budgets
+  # False: D's test accuracy (higher is better). True: test errors out of the test split's size
+  # (lower is better), as Salimans et al. 2016 report them.
+  errors: bool = False
+  keys: dict[str, str] = dataclasses.field(default_factory=dict)  # system → its prefix in the rows
+  # The paper's row: budget → its mean and std.
+  paper: dict[int, tuple[float, float]] = dataclasses.field(default_factory=dict)
+  source: str = ''  # where the paper's row comes from, for the table's text
+
+  def key(self, system: str) -> str:
+    return self.keys.get(system, system)
+
+  @property
+  def unit(self) -> str:
+    """The name of each row's per-seed lists: '<key>_errors' or '<key>_accuracies'."""
+    return 'errors' if self.errors else 'accuracies'
+
+  def value(self, run: dict) -> float:
+    return run['errors'] if self.errors else run['d_test_accuracy']
+
+  def strongest(self, baselines, mean) -> str:
+    return (min if self.errors else max)(baselines, key=mean)
+
+  def gain(self, system_mean: float, baseline_mean: float) -> float:
+    """Positive where the system is better: accuracy gained, or errors saved."""
+    return baseline_mean - system_mean if self.errors else system_mean - baseline_mean
+
+  def shown(self, value: float) -> float:
+    """As tabulated and plotted: errors as they are, accuracies in %."""
+    return value if self.errors else 100 * value
+
+  def cell(self, mean: float, std: float) -> str:
+    return f'{mean:.1f} ± {std:.1f}' if self.errors else f'{100 * mean:.2f} ± {100 * std:.2f}'
+
+
+SGAN = Study(
+  name='sgan',
+  title='SGAN label-budget study',
+  stem='study',
+  systems={
+    'sgan': ('sgan', '', 'SGAN'),
+    'sgan_fm': ('sgan', 'fm', 'SGAN + FM'),
+    'sgan_baseline': ('sgan_baseline', '', 'baseline'),
+    'sgan_baseline_strong': ('sgan_baseline', 'strong', 'baseline (strong)'),
+  },
+  baselines=('sgan_baseline', 'sgan_baseline_strong'),
+  gains={'gain': 'sgan', 'gain_fm': 'sgan_fm'},
+  budgets=(20, 50, 100, 1000, 4000),  # 4000: every train label of mnist5k
+)
+IMPROVED_GAN = Study(
+  name='improved_gan',
+  title='Improved GAN label-budget study: Salimans et al. 2016, Table 1,',
+  stem='improved_gan_mnist',
+  systems={
+    'improved_gan': ('improved_gan_mnist', '', 'Improved GAN'),
+    'improved_gan_baseline': ('improved_gan_mnist', 'baseline', 'labels-only baseline'),
+  },
+  baselines=('improved_gan_baseline',),
+  gains={'gain': 'improved_gan'},
+  budgets=(20, 50, 100, 200),
+  errors=True,
+  keys={'improved_gan': 'sgan', 'improved_gan_baseline': 'baseline'},
+  # Table 1, "Our model": test errors of 10,000, mean ± std over 10 seeds.
+  paper={20: (1677, 452), 50: (221, 136), 100: (93, 6.5), 200: (90, 4.2)},
+  source='Salimans et al. 2016, Table 1, "Our model", mean ± std over 10 seeds',
+)
+STUDIES = {s.name: s for s in (SGAN, IMPROVED_GAN)}
+# The SGAN study's, by their former names.
+SYSTEMS, BASELINES, GAINS = SGAN.systems, SGAN.baselines, SGAN.gains
+
+_STUDY = flags.DEFINE_enum('study', SGAN.name, list(STUDIES), 'Which study to run.')
 _BUDGETS = flags.DEFINE_list(
   'budgets',
-  ['20', '50', '100', '1000', '4000'],
-  'Label budgets: multiples of the number of classes (4000: every train label of mnist5k).',
+  None,
+  "Label budgets: multiples of the number of classes. Default: the study's ("
+  + '; '.join(f'{s.name}: {",".join(map(str, s.budgets))}' for s in STUDIES.values())
+  + '; 4000 is every train label of mnist5k).',
 )
 _SEEDS = flags.DEFINE_integer('seeds', 3, 'Seeds 0 .. seeds-1 per budget and system.')
 _OUT = flags.DEFINE_string('out', 'workdirs/study', 'Where the runs, table and plot go.')
@@ -45,9 +135,11 @@ _STEPS = flags.DEFINE_integer('steps', 0, 'Overrides train.num_steps of every co
 _VARIANT = flags.DEFINE_string('config_variant', '', 'Config argument, e.g. "smoke".')
 
 
-def run_config(system: str, budget: int, seed: int, variant: str = '', steps: int = 0):
+def run_config(
+  system: str, budget: int, seed: int, variant: str = '', steps: int = 0, study: Study = SGAN
+):
   """The system's config with `variant` (e.g. 'smoke') added to its own, at this budget and seed."""
-  name, own_variant, _ = SYSTEMS[system]
+  name, own_variant, _ = study.systems[system]
   arg = ','.join(v for v in (own_variant, variant) if v)
   config = importlib.import_module(f'configs.{name}').get_config(arg or None)
   config.data.num_labeled = budget
@@ -68,14 +160,18 @@ def read_eval(workdir: str) -> dict | None:
     return json.load(f)
 
 
-def check_budgets(budgets, seeds: int, variant: str) -> None:
-  """Every budget fits the data, checked before hours of training (a one-line BadInput)."""
+def check_budgets(budgets, seeds: int, variant: str, study: Study = SGAN) -> int:
+  """Every budget fits the data, checked before hours of training (a one-line BadInput); returns
+  the size of the test split."""
   if seeds < 1:
     raise BadInput(f'seeds={seeds} must be >= 1')
-  dataset = data.open_dataset(run_config('sgan', budgets[0], 0, variant).data)
+  system = next(iter(study.systems))
+  dataset = data.open_dataset(run_config(system, budgets[0], 0, variant, study=study).data)
   _, labels = dataset.split('train')
   for budget in budgets:
-    checks.check_data(run_config('sgan', budget, 0, variant), len(labels), np.bincount(labels))
+    config = run_config(system, budget, 0, variant, study=study)
+    checks.check_data(config, len(labels), np.bincount(labels))
+  return len(dataset.split('test')[1])
 
 
 def run_one(config, workdir: str) -> tuple[dict, float | None]:
@@ -100,29 +196,48 @@ def accuracy_curve(workdir: str) -> list[list[float]]:
   return [[r['step'], r['eval/d_test_accuracy']] for r in rows if 'eval/d_test_accuracy' in r]
 
 
-def summarize(results: list[dict], budgets) -> list[dict]:
-  """Per budget: mean and std (over seeds, ddof=1) of each system's accuracy, the stronger
-  baseline (the higher mean) and the gains over it."""
+def count_errors(accuracy: float, test_size: int) -> int:
+  """Misclassified test images, as Salimans et al. 2016 count them."""
+  return round((1 - accuracy) * test_size)
+
+
+def summarize(results: list[dict], budgets, study: Study = SGAN) -> list[dict]:
+  """Per budget with a finished run: each system's values in run (= seed) order, their mean and
+  std (ddof=1; 0 for one seed, None for none), the stronger baseline and the gains over it
+  (None while a run they need is missing), and the paper's mean and std where the study has them.
+  Runs still missing make a partial row: the study writes one after every run."""
   rows = []
   for budget in budgets:
+    runs = [r for r in results if r['budget'] == budget]
+    if not runs:
+      continue
     row = {'budget': budget}
-    for system in SYSTEMS:
-      accuracies = [
-        r['d_test_accuracy'] for r in results if r['budget'] == budget and r['system'] == system
-      ]
-      row[f'{system}_mean'] = float(np.mean(accuracies))
-      row[f'{system}_std'] = float(np.std(accuracies, ddof=1)) if len(accuracies) > 1 else 0.0
-      row[f'{system}_n'] = len(accuracies)
-    row['strongest_baseline'] = max(BASELINES, key=lambda s: row[f'{s}_mean'])
-    for gain, system in GAINS.items():
-      row[gain] = row[f'{system}_mean'] - row[f'{row["strongest_baseline"]}_mean']
+    if study.paper:
+      row['paper_mean'], row['paper_std'] = study.paper.get(budget, (None, None))
+    for system in study.systems:
+      key = study.key(system)
+      values = [study.value(r) for r in runs if r['system'] == system]
+      row[f'{key}_{study.unit}'] = values
+      row[f'{key}_mean'] = float(np.mean(values)) if values else None
+      row[f'{key}_std'] = (
+        float(np.std(values, ddof=1)) if len(values) > 1 else 0.0 if values else None
+      )
+      row[f'{key}_n'] = len(values)
+    mean = lambda system: row[f'{study.key(system)}_mean']
+    done = [b for b in study.baselines if mean(b) is not None]
+    row['strongest_baseline'] = study.strongest(done, mean) if done else None
+    for gain, system in study.gains.items():
+      ready = done and mean(system) is not None
+      row[gain] = study.gain(mean(system), mean(row['strongest_baseline'])) if ready else None
     rows.append(row)
   return rows
 
 
-def command(budgets, seeds: int, out: str, steps: int, variant: str) -> str:
+def command(budgets, seeds: int, out: str, steps: int, variant: str, study: Study = SGAN) -> str:
   """The command line that makes (or resumes) this study."""
   args = [f'--budgets={",".join(map(str, budgets))}', f'--seeds={seeds}', f'--out={out}']
+  if study is not SGAN:
+    args.insert(0, f'--study={study.name}')
   if steps:
     args.append(f'--steps={steps}')
   if variant:
@@ -130,38 +245,82 @@ def command(budgets, seeds: int, out: str, steps: int, variant: str) -> str:
   return ' '.join(['python study.py', *args])
 
 
-def markdown_table(rows: list[dict], dataset: str, num_steps: dict, command_line: str) -> str:
+def markdown_table(
+  rows: list[dict],
+  dataset: str,
+  num_steps: dict,
+  command_line: str,
+  study: Study = SGAN,
+  test_size: int | None = None,
+) -> str:
   def cell(row, system):
-    text = f'{100 * row[f"{system}_mean"]:.2f} ± {100 * row[f"{system}_std"]:.2f}'
-    return f'**{text}**' if system == row['strongest_baseline'] else text
+    key = study.key(system)
+    n, seeds = row[f'{key}_n'], row_seeds(row)
+    if not n:
+      return '–'
+    text = study.cell(row[f'{key}_mean'], row[f'{key}_std'])
+    text = (
+      f'**{text}**' if system == row['strongest_baseline'] and len(study.baselines) > 1 else text
+    )
+    return text if n == seeds else f'{text} (n={n})'
 
-  labels = [label for _, _, label in SYSTEMS.values()]
-  steps = ', '.join(f'{SYSTEMS[s][2]} {n}' for s, n in num_steps.items())
+  def row_seeds(row):
+    return max(row[f'{study.key(s)}_n'] for s in study.systems)
+
+  def gain(row, name):
+    if row[name] is None:
+      return '–'
+    return f'{row[name]:+.1f}' if study.errors else f'{100 * row[name]:+.2f}'
+
+  def paper(row):
+    if row['paper_mean'] is None:
+      return '–'
+    return f'{row["paper_mean"]:g} ± {row["paper_std"]:g}'
+
+  labels = [label for _, _, label in study.systems.values()]
+  steps = ', '.join(f'{study.systems[s][2]} {n}' for s, n in num_steps.items())
+  if study.errors:
+    measure = (
+      f"Test errors of D's class head, of the {test_size} images of the test split, at the last "
+      'step: round((1 - accuracy) · test size), mean ± std over seeds (sample std). '
+      f'Steps: {steps}. Gains: errors fewer than the '
+      + ('stronger baseline of each budget (in bold).' if len(study.baselines) > 1 else 'baseline.')
+    )
+  else:
+    measure = (
+      "Test accuracy (%) of D's class head on the test split at the last step, mean ± std over "
+      f'seeds (sample std). Steps: {steps}. Gains, in points, over the stronger baseline of each '
+      'budget (in bold).'
+    )
+  paper_column = ['paper'] if study.paper else []
+  if study.paper:
+    measure += f' The paper: {study.source}.'
   lines = [
-    f'# SGAN label-budget study ({dataset})',
+    f'# {study.title} ({dataset})',
     '',
     f'`{command_line}`',
     '',
-    "Test accuracy (%) of D's class head on the test split at the last step, mean ± std over "
-    f'seeds (sample std). Steps: {steps}. Gains, in points, over the stronger baseline of each '
-    'budget (in bold).',
+    measure,
     '',
-    f'| labels | seeds | {" | ".join(labels)} | '
-    + ' | '.join(f'gain {SYSTEMS[s][2]}' for s in GAINS.values())
+    f'| labels | seeds | {" | ".join(paper_column + labels)} | '
+    + ' | '.join(f'gain {study.systems[s][2]}' for s in study.gains.values())
     + ' |',
-    '|---|---|' + '---|' * (len(labels) + len(GAINS)),
+    '|---|---|' + '---|' * (len(paper_column) + len(labels) + len(study.gains)),
   ]
   lines += [
-    f'| {r["budget"]} | {r["sgan_n"]} | {" | ".join(cell(r, s) for s in SYSTEMS)} | '
-    + ' | '.join(f'{100 * r[gain]:+.2f}' for gain in GAINS)
+    f'| {r["budget"]} | {row_seeds(r)} | '
+    + ' | '.join(([paper(r)] if study.paper else []) + [cell(r, s) for s in study.systems])
+    + ' | '
+    + ' | '.join(gain(r, g) for g in study.gains)
     + ' |'
     for r in rows
   ]
   return '\n'.join(lines) + '\n'
 
 
-def plot(rows: list[dict], path: str) -> None:
-  """Accuracy against the label budget (log x), error bars of one std."""
+def plot(rows: list[dict], path: str, study: Study = SGAN, test_size: int | None = None) -> None:
+  """Accuracy (or test errors) against the label budget (log x), error bars of one std; the
+  paper's row where the study has one."""
   import matplotlib  # here, not at the top: slow to import
 
   matplotlib.use('Agg')
@@ -169,42 +328,78 @@ def plot(rows: list[dict], path: str) -> None:
 
   figure, ax = plt.subplots(figsize=(5, 3.5))
   budgets = [r['budget'] for r in rows]
-  for system, (_, _, label) in SYSTEMS.items():
+  lines = [(study.key(s), label, {}) for s, (_, _, label) in study.systems.items()]
+  if study.paper:
+    lines.append(('paper', 'paper', {'linestyle': '--', 'color': 'grey'}))
+  for key, label, style in lines:
+    shown = [r for r in rows if r[f'{key}_mean'] is not None]
     ax.errorbar(
-      budgets,
-      [100 * r[f'{system}_mean'] for r in rows],
-      yerr=[100 * r[f'{system}_std'] for r in rows],
+      [r['budget'] for r in shown],
+      [study.shown(r[f'{key}_mean']) for r in shown],
+      yerr=[study.shown(r[f'{key}_std']) for r in shown],
       marker='o',
       capsize=3,
       label=label,
+      **style,
     )
   ax.set(
     xscale='log',
     xlabel='labeled examples',
-    ylabel='test accuracy (%)',
+    ylabel=f'test errors (of {test_size})' if study.errors else 'test accuracy (%)',
     xticks=budgets,
     xticklabels=[str(b) for b in budgets],
   )
+  if study.errors:
+    ax.set_yscale('log')  # from about 90 to about 2000 errors
   ax.legend()
   save_figure(figure, path)
 
 
-def run_study(budgets, seeds: int, out: str, steps: int = 0, variant: str = '') -> list[dict]:
-  """Runs (or resumes) every run, then writes study.md, study.png and study.json; returns the table rows."""
+def write_summary(out: str, study: Study, header: dict, results: list[dict], budgets) -> list[dict]:
+  """OUT/<stem>.json and .md over the runs done so far, each written atomically; returns the rows."""
+  rows = summarize(results, budgets, study)
+  summary = {**header, 'rows': rows, 'runs': results}
+  path = os.path.join(out, study.stem)
+  atomic_write_bytes(f'{path}.json', json.dumps(summary, indent=2).encode())
+  table = markdown_table(
+    rows, header['dataset'], header['num_steps'], header['command'], study, header['test_size']
+  )
+  atomic_write_bytes(f'{path}.md', table.encode())
+  return rows
+
+
+def run_study(
+  budgets, seeds: int, out: str, steps: int = 0, variant: str = '', study: Study = SGAN
+) -> list[dict]:
+  """Runs (or resumes) every run, rewriting OUT/<stem>.md and .json after each, then draws
+  OUT/<stem>.png; returns the table rows."""
   budgets = sorted({int(b) for b in budgets})
-  check_budgets(budgets, seeds, variant)
+  test_size = check_budgets(budgets, seeds, variant, study)
   os.makedirs(out, exist_ok=True)
-  results, num_steps = [], {}
+  configs = {s: run_config(s, budgets[0], 0, variant, steps, study) for s in study.systems}
+  header = {
+    'study': study.name,
+    'command': command(budgets, seeds, out, steps, variant, study),
+    'dataset': configs[next(iter(configs))].data.name,
+    'test_size': test_size,
+    'num_steps': {s: c.train.num_steps for s, c in configs.items()},
+    'config_variant': variant,
+    'seeds': seeds,
+  }
+  results = []
   for budget in budgets:
     for seed in range(seeds):
-      for system in SYSTEMS:
+      for system in study.systems:
         name = f'{system}_n{budget}_s{seed}'
-        config = run_config(system, budget, seed, variant, steps)
-        num_steps[system] = config.train.num_steps
+        config = run_config(system, budget, seed, variant, steps, study)
         workdir = os.path.join(out, name)
         scores, seconds = run_one(config, workdir)
         done = 'done before' if seconds is None else f'{seconds:.0f} s'
-        print(f'{name}: d_test_accuracy {scores["d_test_accuracy"]:.4f} ({done})', flush=True)
+        errors = count_errors(scores['d_test_accuracy'], test_size)
+        counted = f', {errors} test errors of {test_size}' if study.errors else ''
+        print(
+          f'{name}: d_test_accuracy {scores["d_test_accuracy"]:.4f} ({done}){counted}', flush=True
+        )
         results.append(
           {
             'name': name,
@@ -212,26 +407,14 @@ def run_study(budgets, seeds: int, out: str, steps: int = 0, variant: str = '') 
             'budget': budget,
             'seed': seed,
             'd_test_accuracy': scores['d_test_accuracy'],
+            'errors': errors,
             'step': scores['step'],
             'seconds': seconds,
             'test_curve': accuracy_curve(workdir),
           }
         )
-  rows = summarize(results, budgets)
-  command_line = command(budgets, seeds, out, steps, variant)
-  table = markdown_table(rows, config.data.name, num_steps, command_line)
-  atomic_write_bytes(os.path.join(out, 'study.md'), table.encode())
-  plot(rows, os.path.join(out, 'study.png'))
-  summary = {
-    'command': command_line,
-    'dataset': config.data.name,
-    'num_steps': num_steps,
-    'config_variant': variant,
-    'seeds': seeds,
-    'rows': rows,
-    'runs': results,
-  }
-  atomic_write_bytes(os.path.join(out, 'study.json'), json.dumps(summary, indent=2).encode())
+        rows = write_summary(out, study, header, results, budgets)
+  plot(rows, os.path.join(out, f'{study.stem}.png'), study, test_size)
   return rows
 
 
@@ -239,16 +422,18 @@ def main(argv):
   del argv
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.ERROR)  # orbax logs each file it writes
+  study = STUDIES[_STUDY.value]
+  budgets = _BUDGETS.value if _BUDGETS.value is not None else study.budgets
   try:
-    budgets = [int(b) for b in _BUDGETS.value]
+    budgets = [int(b) for b in budgets]
   except ValueError:
-    raise app.UsageError(f'--budgets={",".join(_BUDGETS.value)}: integers expected') from None
+    raise app.UsageError(f'--budgets={",".join(budgets)}: integers expected') from None
   try:
-    run_study(budgets, _SEEDS.value, _OUT.value, _STEPS.value, _VARIANT.value)
+    run_study(budgets, _SEEDS.value, _OUT.value, _STEPS.value, _VARIANT.value, study)
   except BadInput as error:  # a bad budget, config or data dir: one line, as launch.py does
     print(f'error: {error}', file=sys.stderr)
     sys.exit(2)
-  with open(os.path.join(_OUT.value, 'study.md')) as f:
+  with open(os.path.join(_OUT.value, f'{study.stem}.md')) as f:
     print(f.read())
 
 

@@ -1,4 +1,5 @@
-"""The SGAN label-budget study on the smoke configs: its runs, table, JSON and plot, and resuming."""
+"""The label-budget studies on the smoke configs: their runs, tables, JSON and plots, resuming,
+and the partial table a stopped study leaves."""
 
 import json
 import os
@@ -7,6 +8,7 @@ import subprocess
 import sys
 from unittest import mock
 
+from conftest import mnist5k_dataset
 import numpy as np
 from PIL import Image
 import pytest
@@ -181,3 +183,148 @@ def test_a_budget_that_is_not_a_multiple_of_the_classes_fails_before_training(tm
   with pytest.raises(ValueError, match='multiple of 10'):
     study.run_study([15], 1, str(tmp_path / 'out'), steps=STEPS, variant='smoke')
   assert not os.path.exists(tmp_path / 'out')
+
+
+# The improved-GAN study (Salimans et al. 2016, Table 1) on its smoke variant (mnist5k at 28×28):
+# one budget, 2 seeds, 2 systems = 4 runs of 2 steps.
+IG_BUDGET, IG_STEPS = 20, 2
+IG_RUNS = [
+  f'{system}_n{IG_BUDGET}_s{seed}' for seed in range(SEEDS) for system in study.IMPROVED_GAN.systems
+]
+
+
+@pytest.fixture(scope='module')
+def improved_gan_study(classifier, tmp_path_factory):
+  """The study stopped by its second run failing (its files then kept), then resumed to the end.
+  The eval classifier is the session's 28×28 one, trained once."""
+  out = tmp_path_factory.mktemp('improved_gan_study')
+  args = ([IG_BUDGET], SEEDS, str(out))
+  kwargs = {'steps': IG_STEPS, 'variant': 'smoke', 'study': study.IMPROVED_GAN}
+  train_and_evaluate, calls = train.train_and_evaluate, []
+
+  def second_run_fails(config, workdir):
+    calls.append(workdir)
+    if len(calls) == 2:
+      raise RuntimeError('the second run failed')
+    return train_and_evaluate(config, workdir)
+
+  with mock.patch.object(train, 'train_and_evaluate', side_effect=second_run_fails):
+    with pytest.raises(RuntimeError, match='the second run failed'):
+      study.run_study(*args, **kwargs)
+  stopped = {
+    suffix: (out / f'improved_gan_mnist.{suffix}').read_text() for suffix in ('json', 'md')
+  }
+  assert not (out / 'improved_gan_mnist.png').exists()  # drawn at the end only
+  study.run_study(*args, **kwargs)
+  return out, stopped
+
+
+def run_errors(out, system, test_size):
+  scores = [
+    json.loads((out / f'{system}_n{IG_BUDGET}_s{seed}' / 'eval.json').read_text())
+    for seed in range(SEEDS)
+  ]
+  assert all(s['step'] == IG_STEPS for s in scores)
+  return [round((1 - s['d_test_accuracy']) * test_size) for s in scores]
+
+
+def test_improved_gan_study_counts_test_errors_beside_the_paper(improved_gan_study):
+  out, _ = improved_gan_study
+  assert sorted(os.listdir(out)) == sorted(
+    IG_RUNS + [f'improved_gan_mnist.{suffix}' for suffix in ('json', 'md', 'png')]
+  )
+  summary = json.loads((out / 'improved_gan_mnist.json').read_text())
+  _, test_labels = mnist5k_dataset(28).split('test')
+  test_size = summary['test_size']
+  assert test_size == len(test_labels)
+  assert summary['num_steps'] == {'improved_gan': IG_STEPS, 'improved_gan_baseline': IG_STEPS}
+  assert summary['command'] == (
+    f'python study.py --study=improved_gan --budgets={IG_BUDGET} --seeds={SEEDS} --out={out} '
+    f'--steps={IG_STEPS} --config_variant=smoke'
+  )
+  [row] = summary['rows']
+  errors = {
+    key: run_errors(out, system, test_size) for system, key in study.IMPROVED_GAN.keys.items()
+  }
+  assert row['budget'] == IG_BUDGET
+  for key in ('sgan', 'baseline'):
+    assert row[f'{key}_errors'] == errors[key]
+    assert all(type(e) is int for e in row[f'{key}_errors'])
+    assert row[f'{key}_mean'] == pytest.approx(np.mean(errors[key]))
+    assert row[f'{key}_std'] == pytest.approx(np.std(errors[key], ddof=1))
+    assert row[f'{key}_n'] == SEEDS
+  assert (row['paper_mean'], row['paper_std']) == (1677, 452)
+  assert row['gain'] == pytest.approx(np.mean(errors['baseline']) - np.mean(errors['sgan']))
+  table = (out / 'improved_gan_mnist.md').read_text()
+  cell = lambda key: f'{np.mean(errors[key]):.1f} ± {np.std(errors[key], ddof=1):.1f}'
+  assert (
+    '| labels | seeds | paper | Improved GAN | labels-only baseline | gain Improved GAN |' in table
+  )
+  line = f'| {IG_BUDGET} | {SEEDS} | 1677 ± 452 | {cell("sgan")} | {cell("baseline")} | {row["gain"]:+.1f} |'
+  assert line in table.splitlines(), (line, table)
+  assert f'`{summary["command"]}`' in table and f'of the {test_size} images' in table
+  with Image.open(out / 'improved_gan_mnist.png') as plot:
+    assert plot.width > 100 and plot.height > 100
+  # The runs: Improved GAN and its labels-only baseline at the budget and seed.
+  configs = {
+    system: json.loads((out / f'{system}_n{IG_BUDGET}_s1' / 'config.json').read_text())
+    for system in study.IMPROVED_GAN.systems
+  }
+  assert configs['improved_gan']['loss']['d_terms'] == {
+    'labeled_classes': 1.0,
+    'sgan_real': 0.5,
+    'sgan_fake': 0.5,
+  }
+  assert configs['improved_gan_baseline']['loss']['d_terms'] == {'labeled_classes': 1.0}
+  for config in configs.values():
+    assert (config['data']['name'], config['data']['num_labeled'], config['seed']) == (
+      'mnist5k',
+      IG_BUDGET,
+      1,
+    )
+
+
+def test_a_stopped_study_leaves_the_table_of_its_finished_runs(improved_gan_study):
+  out, stopped = improved_gan_study
+  partial = json.loads(stopped['json'])
+  assert [run['name'] for run in partial['runs']] == [IG_RUNS[0]]
+  [row] = partial['rows']
+  test_size = partial['test_size']
+  first = run_errors(out, 'improved_gan', test_size)[0]
+  assert (row['sgan_errors'], row['sgan_n'], row['sgan_std']) == ([first], 1, 0.0)
+  assert (row['baseline_errors'], row['baseline_n'], row['baseline_mean']) == ([], 0, None)
+  assert row['gain'] is None and row['strongest_baseline'] is None
+  assert (
+    f'| {IG_BUDGET} | 1 | 1677 ± 452 | {first:.1f} ± 0.0 | – | – |' in stopped['md'].splitlines()
+  )
+  # Resumed, the finished run was not trained again; the others were.
+  final = json.loads((out / 'improved_gan_mnist.json').read_text())
+  assert [run['seconds'] is None for run in final['runs']] == [True, False, False, False]
+  assert {**final['runs'][0], 'seconds': None} == {**partial['runs'][0], 'seconds': None}
+
+
+def test_partial_rows_mark_their_seeds_and_errors_gain_is_errors_saved():
+  """Made-up results: a budget with runs missing, the lower-error baseline the stronger."""
+  results = [
+    {'budget': 20, 'system': 'improved_gan', 'd_test_accuracy': 0.9, 'errors': 1000},
+    {'budget': 20, 'system': 'improved_gan_baseline', 'd_test_accuracy': 0.7, 'errors': 3000},
+    {'budget': 20, 'system': 'improved_gan', 'd_test_accuracy': 0.8, 'errors': 2000},
+    {'budget': 50, 'system': 'improved_gan', 'd_test_accuracy': 0.9, 'errors': 1000},
+  ]
+  rows = study.summarize(results, [20, 50, 100], study.IMPROVED_GAN)
+  assert [r['budget'] for r in rows] == [20, 50]  # 100 has no run yet
+  assert rows[0]['sgan_errors'] == [1000, 2000] and rows[0]['baseline_errors'] == [3000]
+  assert rows[0]['gain'] == pytest.approx(1500)
+  assert (rows[1]['gain'], rows[1]['paper_mean'], rows[1]['paper_std']) == (None, 221, 136)
+  table = study.markdown_table(
+    rows, 'mnist', {'improved_gan': 9}, 'cmd', study.IMPROVED_GAN, 10_000
+  )
+  assert '| 20 | 2 | 1677 ± 452 | 1500.0 ± 707.1 | 3000.0 ± 0.0 (n=1) | +1500.0 |' in table
+  assert '| 50 | 1 | 221 ± 136 | 1000.0 ± 0.0 | – | – |' in table
+  assert study.IMPROVED_GAN.budgets == (20, 50, 100, 200)
+  assert study.IMPROVED_GAN.paper == {
+    20: (1677, 452),
+    50: (221, 136),
+    100: (93, 6.5),
+    200: (90, 4.2),
+  }
