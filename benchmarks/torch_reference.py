@@ -393,8 +393,12 @@ class TorchStep:
       self.g_ema = [t.detach().clone() for t in ema_tensors(self.g)]
       # A tensor, not an int: torch.compile would recompile for every new value of an int.
       self.ema_updates = torch.zeros((), device=self.device)
-    # The whole step is compiled: both forwards, their backwards and the Adam updates.
-    self.step_fn = self._step if mode == 'eager' else torch.compile(self._step, mode=mode)
+    # The whole step is compiled: both forwards, their backwards and the Adam updates. Shapes
+    # are static (dynamic=False): left automatic, a recompile made DiffAugment's sizes symbolic
+    # and Inductor failed on them (`cannot determine truth value of Relational`).
+    self.step_fn = (
+      self._step if mode == 'eager' else torch.compile(self._step, mode=mode, dynamic=False)
+    )
 
   def _batch(self, pool: int):
     index = torch.randint(0, pool, (self.batch_size,), device=self.device)
