@@ -74,8 +74,7 @@ def test_d_is_initialised_on_training_images(smoke_run):
   # would read 0; one without the noise about 0.5 higher, the draws spread about 0.01).
   rng = np.random.default_rng(0)
   draws = [
-    -np.log(((x + 0.3 * rng.standard_normal(x.shape)) @ direction).std(0)).mean()
-    for _ in range(50)
+    -np.log(((x + 0.3 * rng.standard_normal(x.shape)) @ direction).std(0)).mean() for _ in range(50)
   ]
   assert abs(np.log(scale).mean() - np.mean(draws)) < 4 * np.std(draws) + 1e-3
   # b = −g · mean: on the clean images the mean over units is what the noise left, near 0.
