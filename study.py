@@ -23,6 +23,18 @@ every finished run over the runs done so far, so a study stopped mid-way leaves 
 table (its seeds column counts a budget's seeds so far; a cell over fewer shows its n); the plot
 is drawn at the end. Runs whose eval.json is at their final step are skipped, so a stopped study
 resumes. --steps sets every system's schedule (train.num_steps); 0 keeps the configs'.
+
+A study that outlasts its machine resumes from its committed summary: with --summary_dir (e.g.
+docs/study) the table, JSON and plot go there, and a run that JSON records at its final step is
+not run again when its workdir is gone. The schedule can be chosen on a validation curve, never
+the test curve:
+
+  python study.py --curve_of=WORKDIR --out=docs/study/CURVE.json
+  python study.py --study=improved_gan --steps_from=docs/study/CURVE.json --within=13 ...
+
+--curve_of writes a run's test and validation errors at each evaluation (train it with
+data.validation > 0); --steps_from takes the first evaluation step within --within errors of the
+validation minimum, and the summary records that choice beside the steps.
 """
 
 import dataclasses
@@ -33,6 +45,7 @@ import sys
 import time
 
 from absl import app, flags, logging
+import ml_collections
 import numpy as np
 
 from gan_jax import checks, data, train
@@ -132,6 +145,24 @@ _BUDGETS = flags.DEFINE_list(
 _SEEDS = flags.DEFINE_integer('seeds', 3, 'Seeds 0 .. seeds-1 per budget and system.')
 _OUT = flags.DEFINE_string('out', 'workdirs/study', 'Where the runs, table and plot go.')
 _STEPS = flags.DEFINE_integer('steps', 0, 'Overrides train.num_steps of every config; 0 = theirs.')
+_STEPS_FROM = flags.DEFINE_string(
+  'steps_from',
+  '',
+  'A run curve JSON (written by --curve_of): --steps becomes its first evaluation step whose '
+  'validation errors are within --within of their minimum.',
+)
+_WITHIN = flags.DEFINE_integer(
+  'within', 13, "Errors for --steps_from: 13 is two of the paper's std at 100 labels (6.5)."
+)
+_SUMMARY_DIR = flags.DEFINE_string(
+  'summary_dir',
+  '',
+  'Where <stem>.json, .md and .png are read and written (default --out). Runs recorded in its '
+  'JSON at their final step whose workdirs are gone are not run again.',
+)
+_CURVE_OF = flags.DEFINE_string(
+  'curve_of', '', "Writes this workdir's test and validation curve to --out (a .json) and exits."
+)
 _VARIANT = flags.DEFINE_string('config_variant', '', 'Config argument, e.g. "smoke".')
 
 
@@ -189,6 +220,18 @@ def run_one(config, workdir: str) -> tuple[dict, float | None]:
   return scores, time.time() - start
 
 
+def finished_run(config, workdir: str, test_size: int) -> dict:
+  """Trains and evaluates one run unless done (`run_one`); its record in the study's summary."""
+  scores, seconds = run_one(config, workdir)
+  return {
+    'd_test_accuracy': scores['d_test_accuracy'],
+    'errors': count_errors(scores['d_test_accuracy'], test_size),
+    'step': scores['step'],
+    'seconds': seconds,
+    'test_curve': accuracy_curve(workdir),
+  }
+
+
 def accuracy_curve(workdir: str) -> list[list[float]]:
   """[step, D's test accuracy] at each evaluation during training, from metrics.jsonl."""
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
@@ -199,6 +242,67 @@ def accuracy_curve(workdir: str) -> list[list[float]]:
 def count_errors(accuracy: float, test_size: int) -> int:
   """Misclassified test images, as Salimans et al. 2016 count them."""
   return round((1 - accuracy) * test_size)
+
+
+def run_curve(workdir: str) -> dict:
+  """A run's curve, to commit where its workdir may not last: test (and validation) errors at
+  each evaluation, the evaluations and the training metrics, from metrics.jsonl and config.json."""
+  if not os.path.exists(os.path.join(workdir, 'metrics.jsonl')):
+    raise BadInput(f"--curve_of={workdir} is not a run's workdir: it has no metrics.jsonl")
+  with open(os.path.join(workdir, 'config.json')) as f:
+    config = json.load(f)
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    rows = [json.loads(line) for line in f if line.strip()]
+  evaluations = [
+    {'step': r['step'], **{k.split('/', 1)[1]: v for k, v in r.items() if k.startswith('eval/')}}
+    for r in rows
+    if 'eval/d_test_accuracy' in r
+  ]
+  dataset = data.open_dataset(ml_collections.ConfigDict(config['data']))
+  splits = ('test', 'validation') if config['data']['validation'] else ('test',)
+  sizes = {split: len(dataset.split(split)[1]) for split in splits}
+  errors = {
+    f'{split}_errors': [
+      [e['step'], count_errors(e[f'd_{split}_accuracy'], size)]
+      for e in evaluations
+      if f'd_{split}_accuracy' in e
+    ]
+    for split, size in sizes.items()
+  }
+  steps, last = config['train']['num_steps'], rows[-1]['step'] if rows else 0
+  curve = {
+    'budget': config['data']['num_labeled'],
+    'seed': config['seed'],
+    'num_steps': steps,
+    'status': 'finished' if last == steps else f'last logged at step {last} of {steps}',
+    'test_size': sizes['test'],
+    'validation_size': sizes.get('validation', 0),
+    **errors,
+  }
+  keys = ('step', 'd_loss', 'g_loss', 'd_acc_real', 'd_acc_fake', 'g/feature_matching')
+  training = [{k: r[k] for k in keys if k in r} for r in rows if 'd_loss' in r]
+  return {**curve, 'evaluations': evaluations, 'training': training, 'config': config}
+
+
+def steps_from_curve(path: str, within: int) -> dict:
+  """The schedule chosen on a run's validation curve (never its test curve): the first evaluation
+  step whose validation errors are at most `within` above the curve's minimum."""
+  if within < 0:
+    raise BadInput(f'--within={within} must be >= 0 (errors above the minimum)')
+  with open(path) as f:
+    points = json.load(f)['validation_errors']
+  if not points:
+    raise BadInput(f'--steps_from={path} has no validation errors: train with data.validation')
+  best = min(errors for _, errors in points)
+  steps, errors = next((s, e) for s, e in points if e <= best + within)
+  return {
+    'steps': steps,
+    'chosen_from': path,
+    'within': within,
+    'rule': f'the first evaluation within {within} validation errors of the minimum, {best}',
+    'validation_errors': errors,
+    'curve_steps': points[-1][0],
+  }
 
 
 def summarize(results: list[dict], budgets, study: Study = SGAN) -> list[dict]:
@@ -233,12 +337,25 @@ def summarize(results: list[dict], budgets, study: Study = SGAN) -> list[dict]:
   return rows
 
 
-def command(budgets, seeds: int, out: str, steps: int, variant: str, study: Study = SGAN) -> str:
+def command(
+  budgets,
+  seeds: int,
+  out: str,
+  steps: int,
+  variant: str,
+  study: Study = SGAN,
+  summary_dir: str = '',
+  schedule: dict | None = None,
+) -> str:
   """The command line that makes (or resumes) this study."""
   args = [f'--budgets={",".join(map(str, budgets))}', f'--seeds={seeds}', f'--out={out}']
   if study is not SGAN:
     args.insert(0, f'--study={study.name}')
-  if steps:
+  if summary_dir:
+    args.append(f'--summary_dir={summary_dir}')
+  if schedule:
+    args.append(f'--steps_from={schedule["chosen_from"]} --within={schedule["within"]}')
+  elif steps:
     args.append(f'--steps={steps}')
   if variant:
     args.append(f'--config_variant={variant}')
@@ -368,24 +485,52 @@ def write_summary(out: str, study: Study, header: dict, results: list[dict], bud
   return rows
 
 
+def recorded_runs(path: str, header: dict) -> dict[str, dict]:
+  """The finished runs a summary JSON records for this same study (its header's steps, data and
+  variant), by name: a study resumes from its committed summary when the workdirs are gone."""
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    summary = json.load(f)
+  same = ('study', 'dataset', 'num_steps', 'config_variant')
+  if any(summary.get(key) != header[key] for key in same):
+    return {}
+  return {run['name']: run for run in summary['runs']}
+
+
 def run_study(
-  budgets, seeds: int, out: str, steps: int = 0, variant: str = '', study: Study = SGAN
+  budgets,
+  seeds: int,
+  out: str,
+  steps: int = 0,
+  variant: str = '',
+  study: Study = SGAN,
+  summary_dir: str = '',
+  schedule: dict | None = None,
 ) -> list[dict]:
-  """Runs (or resumes) every run, rewriting OUT/<stem>.md and .json after each, then draws
-  OUT/<stem>.png; returns the table rows."""
+  """Runs (or resumes) every run, rewriting SUMMARY_DIR/<stem>.md and .json (SUMMARY_DIR: `out`
+  unless given) after each, then draws SUMMARY_DIR/<stem>.png; returns the table rows. A schedule
+  (from `steps_from_curve`) sets the steps and is recorded with them."""
   budgets = sorted({int(b) for b in budgets})
+  steps = schedule['steps'] if schedule else steps
   test_size = check_budgets(budgets, seeds, variant, study)
+  summary_dir = summary_dir or out
   os.makedirs(out, exist_ok=True)
+  os.makedirs(summary_dir, exist_ok=True)
   configs = {s: run_config(s, budgets[0], 0, variant, steps, study) for s in study.systems}
+  given = summary_dir if summary_dir != out else ''
   header = {
     'study': study.name,
-    'command': command(budgets, seeds, out, steps, variant, study),
+    'command': command(budgets, seeds, out, steps, variant, study, given, schedule),
     'dataset': configs[next(iter(configs))].data.name,
     'test_size': test_size,
     'num_steps': {s: c.train.num_steps for s, c in configs.items()},
     'config_variant': variant,
     'seeds': seeds,
   }
+  if schedule:
+    header['schedule'] = schedule
+  recorded = recorded_runs(os.path.join(summary_dir, f'{study.stem}.json'), header)
   results = []
   for budget in budgets:
     for seed in range(seeds):
@@ -393,28 +538,20 @@ def run_study(
         name = f'{system}_n{budget}_s{seed}'
         config = run_config(system, budget, seed, variant, steps, study)
         workdir = os.path.join(out, name)
-        scores, seconds = run_one(config, workdir)
-        done = 'done before' if seconds is None else f'{seconds:.0f} s'
-        errors = count_errors(scores['d_test_accuracy'], test_size)
-        counted = f', {errors} test errors of {test_size}' if study.errors else ''
-        print(
-          f'{name}: d_test_accuracy {scores["d_test_accuracy"]:.4f} ({done}){counted}', flush=True
-        )
-        results.append(
-          {
-            'name': name,
-            'system': system,
-            'budget': budget,
-            'seed': seed,
-            'd_test_accuracy': scores['d_test_accuracy'],
-            'errors': errors,
-            'step': scores['step'],
-            'seconds': seconds,
-            'test_curve': accuracy_curve(workdir),
-          }
-        )
-        rows = write_summary(out, study, header, results, budgets)
-  plot(rows, os.path.join(out, f'{study.stem}.png'), study, test_size)
+        run = {'name': name, 'system': system, 'budget': budget, 'seed': seed}
+        # A workdir, where there is one, is the truth; the summary stands in for one gone.
+        gone = not os.path.exists(workdir)
+        if gone and recorded.get(name, {}).get('step') == config.train.num_steps:
+          run.update(recorded[name], seconds=None)
+          done = 'recorded before'
+        else:
+          run.update(finished_run(config, workdir, test_size))
+          done = 'done before' if run['seconds'] is None else f'{run["seconds"]:.0f} s'
+        counted = f', {run["errors"]} test errors of {test_size}' if study.errors else ''
+        print(f'{name}: d_test_accuracy {run["d_test_accuracy"]:.4f} ({done}){counted}', flush=True)
+        results.append(run)
+        rows = write_summary(summary_dir, study, header, results, budgets)
+  plot(rows, os.path.join(summary_dir, f'{study.stem}.png'), study, test_size)
   return rows
 
 
@@ -429,11 +566,20 @@ def main(argv):
   except ValueError:
     raise app.UsageError(f'--budgets={",".join(budgets)}: integers expected') from None
   try:
-    run_study(budgets, _SEEDS.value, _OUT.value, _STEPS.value, _VARIANT.value, study)
+    if _CURVE_OF.value:
+      atomic_write_bytes(_OUT.value, json.dumps(run_curve(_CURVE_OF.value), indent=1).encode())
+      return
+    if _STEPS_FROM.value and _STEPS.value:
+      raise BadInput('--steps and --steps_from both set: give one')
+    schedule = steps_from_curve(_STEPS_FROM.value, _WITHIN.value) if _STEPS_FROM.value else None
+    summary_dir = _SUMMARY_DIR.value or _OUT.value
+    run_study(
+      budgets, _SEEDS.value, _OUT.value, _STEPS.value, _VARIANT.value, study, summary_dir, schedule
+    )
   except BadInput as error:  # a bad budget, config or data dir: one line, as launch.py does
     print(f'error: {error}', file=sys.stderr)
     sys.exit(2)
-  with open(os.path.join(_OUT.value, f'{study.stem}.md')) as f:
+  with open(os.path.join(summary_dir, f'{study.stem}.md')) as f:
     print(f.read())
 
 

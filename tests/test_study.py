@@ -14,6 +14,7 @@ from PIL import Image
 import pytest
 
 from gan_jax import train
+from gan_jax.errors import BadInput
 import study
 
 # One budget keeps it to 8 smoke runs; the ordering and gains of several budgets are tested on
@@ -328,3 +329,83 @@ def test_partial_rows_mark_their_seeds_and_errors_gain_is_errors_saved():
     100: (93, 6.5),
     200: (90, 4.2),
   }
+
+
+def test_the_schedule_is_chosen_on_the_validation_curve_alone(tmp_path):
+  """The first evaluation within `within` errors of the validation minimum; the test curve (best
+  at another step) is never read."""
+  curve = tmp_path / 'curve.json'
+  validation = [[3000, 900], [6000, 150], [9000, 120], [12000, 133], [15000, 118], [18000, 125]]
+  test = [[step, 200 - step // 1000] for step, _ in validation]
+  curve.write_text(json.dumps({'validation_errors': validation, 'test_errors': test}))
+  schedule = study.steps_from_curve(str(curve), 13)
+  assert (schedule['steps'], schedule['validation_errors'], schedule['within']) == (9000, 120, 13)
+  assert schedule['chosen_from'] == str(curve) and 'minimum, 118' in schedule['rule']
+  assert study.steps_from_curve(str(curve), 0)['steps'] == 15000
+  assert study.steps_from_curve(str(curve), 10_000)['steps'] == 3000
+  with pytest.raises(BadInput, match='--within=-1 must be >= 0'):
+    study.steps_from_curve(str(curve), -1)
+  curve.write_text(json.dumps({'validation_errors': [], 'test_errors': test}))
+  with pytest.raises(BadInput, match='no validation errors: train with data.validation'):
+    study.steps_from_curve(str(curve), 13)
+  # The command that resumes a study records the rule, not the steps it gave.
+  assert study.command([20], 3, 'o', 9000, '', study.IMPROVED_GAN, 'docs', schedule) == (
+    f'python study.py --study=improved_gan --budgets=20 --seeds=3 --out=o --summary_dir=docs '
+    f'--steps_from={curve} --within=13'
+  )
+
+
+def test_a_runs_curve_counts_its_test_and_validation_errors(tmp_path):
+  """`--curve_of` on a made-up workdir: errors out of each split's size at every evaluation."""
+  config = study.run_config('improved_gan', 20, 3, 'smoke', 40, study.IMPROVED_GAN)
+  config.data.validation = 500
+  (tmp_path / 'config.json').write_text(config.to_json_best_effort())
+  accuracies = {20: (0.9, 0.8), 40: (0.95, 0.9)}
+  rows = []
+  for step, (test, validation) in accuracies.items():
+    rows.append({'step': step, 'd_loss': 1.0, 'g_loss': 2.0, 'd_acc_real': 0.5})
+    evaluation = {'eval/d_test_accuracy': test, 'eval/d_validation_accuracy': validation}
+    rows.append({'step': step, **evaluation, 'eval/fid_classifier': 5.0})
+  (tmp_path / 'metrics.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in rows))
+  curve = study.run_curve(str(tmp_path))
+  test_size = len(mnist5k_dataset(28).split('test')[1])
+  assert (curve['budget'], curve['seed'], curve['status']) == (20, 3, 'finished')
+  assert (curve['test_size'], curve['validation_size']) == (test_size, 500)
+  assert curve['test_errors'] == [[20, round(0.1 * test_size)], [40, round(0.05 * test_size)]]
+  assert curve['validation_errors'] == [[20, 100], [40, 50]]
+  assert curve['evaluations'][1] == {
+    'step': 40,
+    'd_test_accuracy': 0.95,
+    'd_validation_accuracy': 0.9,
+    'fid_classifier': 5.0,
+  }
+  assert curve['training'] == [rows[0], rows[2]]
+  rows[-2:] = []
+  (tmp_path / 'metrics.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in rows))
+  assert study.run_curve(str(tmp_path))['status'] == 'last logged at step 20 of 40'
+  with pytest.raises(BadInput, match='has no metrics.jsonl'):
+    study.run_curve(str(tmp_path / 'elsewhere'))
+
+
+def test_a_study_resumes_from_its_summary_when_the_workdirs_are_gone(improved_gan_study, tmp_path):
+  """Its committed summary alone: every run recorded, none trained; a summary of other steps is
+  not taken for this study's."""
+  out, _ = improved_gan_study
+  summary_dir = tmp_path / 'docs'
+  summary_dir.mkdir()
+  finished = json.loads((out / 'improved_gan_mnist.json').read_text())
+  (summary_dir / 'improved_gan_mnist.json').write_text(json.dumps(finished))
+  args = ([IG_BUDGET], SEEDS, str(tmp_path / 'gone'))
+  kwargs = {'variant': 'smoke', 'study': study.IMPROVED_GAN, 'summary_dir': str(summary_dir)}
+  with mock.patch.object(train, 'train_and_evaluate', side_effect=AssertionError('trained')):
+    rows = study.run_study(*args, steps=IG_STEPS, **kwargs)
+    with pytest.raises(AssertionError, match='trained'):
+      study.run_study(*args, steps=IG_STEPS + 1, **kwargs)
+  assert rows == finished['rows']
+  resumed = json.loads((summary_dir / 'improved_gan_mnist.json').read_text())
+  assert [{**run, 'seconds': None} for run in finished['runs']] == resumed['runs']
+  assert resumed['command'].endswith(
+    f'--summary_dir={summary_dir} --steps={IG_STEPS} --config_variant=smoke'
+  )
+  assert (summary_dir / 'improved_gan_mnist.png').exists()
+  assert not os.listdir(tmp_path / 'gone')
