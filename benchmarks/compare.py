@@ -2,9 +2,11 @@
 
   python benchmarks/compare.py --systems=sgan,dcgan --pairs=5 --out=/tmp/compare.json
 
-Systems: sgan, dcgan, dcgan64 (configs/NAME.py). The torch side follows the config's
-data.augment, model.g_ema_decay and model.g_kwargs/d_kwargs; a mode fails if its G's or D's
-parameter count differs from gan_jax's (the layer-for-layer check).
+Systems: sgan, dcgan, dcgan64 (configs/NAME.py) and improved_gan (configs/improved_gan_mnist.py
+on the embedded mnist5k: the same 28×28 digits; full MNIST is not needed to time a step). The
+torch side follows the config's batch sizes, data.augment, model.g_ema_decay, d_ema_decay,
+d_init_batch, g_kwargs/d_kwargs and optimizer.g/d; a mode fails if its G's or D's parameter count
+differs from gan_jax's (the layer-for-layer check).
 
 For each system and each torch mode (eager, then torch.compile modes) it runs `--pairs` pairs
 of trials, one JAX trial then one PyTorch trial, each a run of steps with one device sync at the
@@ -103,10 +105,42 @@ def check_parameters(system: str, jax_step, torch_step) -> dict:
   return counts
 
 
-def compare_system(system: str, modes: list[str], args) -> dict:
-  config = importlib.import_module(f'configs.{system}').get_config()
-  config.data.batch_size = args.batch_size
+# A system's config where it is not configs/SYSTEM.py, and the fields compare.py sets in it: full
+# MNIST (60,000 images, built from PyPI on first use) is not needed to time a step.
+CONFIGS = {'improved_gan': ('improved_gan_mnist', {'data.name': 'mnist5k'})}
+
+
+def system_config(system: str, args):
+  """The gan_jax config that `system` is timed on."""
+  name, fields = CONFIGS.get(system, (system, {}))
+  config = importlib.import_module(f'configs.{name}').get_config()
+  for field, value in fields.items():
+    section, key = field.split('.')
+    config[section][key] = value
+  if args.batch_size:
+    config.data.batch_size = args.batch_size
   config.train.steps_per_call = args.steps_per_call
+  return config
+
+
+def torch_settings(config) -> dict:
+  """The config's fields that the torch reference follows: TorchStep's keyword arguments."""
+  return {
+    'labeled_batch_size': config.data.labeled_batch_size or config.data.batch_size,
+    'augment': config.data.augment,
+    'g_ema_decay': config.model.g_ema_decay,
+    'd_ema_decay': config.model.d_ema_decay,
+    'd_init_batch': config.model.d_init_batch,
+    'g_kwargs': dict(config.model.g_kwargs),
+    'd_kwargs': dict(config.model.d_kwargs),
+    'g_optimizer': dict(config.optimizer.g),
+    'd_optimizer': dict(config.optimizer.d),
+  }
+
+
+def compare_system(system: str, modes: list[str], args) -> dict:
+  config = system_config(system, args)
+  settings = torch_settings(config)
   start = time.perf_counter()
   jax_step = bench.StepBench(config)
   print(
@@ -117,8 +151,9 @@ def compare_system(system: str, modes: list[str], args) -> dict:
   roofline = bench.roofline_gflops()
   print(f'{system}: matmul roofline {roofline:.1f} GFLOP/s', flush=True)
   result = {
-    'augment': config.data.augment,
-    'g_ema_decay': config.model.g_ema_decay,
+    'data': config.data.name,
+    'batch_size': config.data.batch_size,
+    **settings,
     'flops_per_step': jax_step.flops_per_step,
     'roofline_gflops_per_s': roofline,
     'jax_compile_seconds': jax_step.lower_seconds + jax_step.compile_seconds,
@@ -128,14 +163,7 @@ def compare_system(system: str, modes: list[str], args) -> dict:
     label = f'{system} {mode}'
     try:
       torch_step = torch_reference.TorchStep(
-        system,
-        mode,
-        args.device,
-        args.batch_size,
-        augment=config.data.augment,
-        g_ema_decay=config.model.g_ema_decay,
-        g_kwargs=dict(config.model.g_kwargs),
-        d_kwargs=dict(config.model.d_kwargs),
+        system, mode, args.device, config.data.batch_size, **settings
       )
       if 'parameters' not in result:  # the same networks in every mode: checked once
         result['parameters'] = check_parameters(system, jax_step, torch_step)
@@ -158,17 +186,17 @@ def compare_system(system: str, modes: list[str], args) -> dict:
 
 def format_summary(results: dict) -> str:
   lines = [
-    f'{"system":<7} {"torch mode":<28} {"JAX steps/s":>11} {"torch steps/s":>13} '
+    f'{"system":<12} {"torch mode":<28} {"JAX steps/s":>11} {"torch steps/s":>13} '
     f'{"JAX/torch min / median / max":>29} {"JAX % roofline":>14}'
   ]
   for system, result in results.items():
     for mode, r in result['modes'].items():
       if r['status'] != 'ok':
-        lines.append(f'{system:<7} {mode:<28} failed: {r["error"][:60]}')
+        lines.append(f'{system:<12} {mode:<28} failed: {r["error"][:60]}')
         continue
       ratio = r['ratio']
       lines.append(
-        f'{system:<7} {mode:<28} {r["jax_steps_per_s"]["median"]:>11.2f} '
+        f'{system:<12} {mode:<28} {r["jax_steps_per_s"]["median"]:>11.2f} '
         f'{r["torch_steps_per_s"]["median"]:>13.2f} '
         f'{ratio["min"]:>11.2f} / {ratio["median"]:.2f} / {ratio["max"]:.2f}'
         f'{100 * r["roofline_fraction"]["median"]:>14.1f}'
@@ -187,7 +215,9 @@ def main():
     help=f'torch modes, of: {", ".join(torch_reference.MODES)}',
   )
   parser.add_argument('--pairs', type=int, default=5)
-  parser.add_argument('--batch_size', type=int, default=64)
+  parser.add_argument(
+    '--batch_size', type=int, default=0, help="0: the config's (64; improved_gan 100)"
+  )
   parser.add_argument(
     '--steps_per_call',
     type=int,
@@ -232,7 +262,7 @@ def main():
   machine['load_average_after'] = os.getloadavg()
   with open(args.out, 'w') as f:
     json.dump(
-      {'machine': machine, 'batch_size': args.batch_size, 'pairs': args.pairs, 'results': results},
+      {'machine': machine, 'pairs': args.pairs, 'results': results},
       f,
       indent=2,
     )
