@@ -26,7 +26,7 @@ class States:
     )
     init_batches = ()
     if config.model.d_init_batch:
-      init_batches = (seeds.stack([setup.init_images(setup.images, s) for s in seeds.values]),)
+      init_batches = (seeds.stack([setup.init_images(s) for s in seeds.values]),)
     self.fresh = jax.jit(seeds.init(init, *init_batches), out_shardings=setup.replicated)
     self.checkpointer, self.replicated = checkpointer, setup.replicated
 

@@ -66,13 +66,13 @@ class Setup:
     visible[labeled] = self.labels[labeled]
     return visible
 
-  def init_images(self, images: np.ndarray, seed: int) -> np.ndarray:
+  def init_images(self, seed: int) -> np.ndarray:
     """The [-1, 1] training images D is initialised on in the run of `seed`: model.d_init_batch
     of them, drawn by the seed's init stream."""
     rng = np.random.default_rng([seed, INIT_STREAM])
-    count = min(self.config.model.d_init_batch, len(images))
-    chosen = np.sort(rng.choice(len(images), count, replace=False))
-    return np.asarray(data.to_unit_range(images[chosen]))
+    count = min(self.config.model.d_init_batch, len(self.images))
+    chosen = np.sort(rng.choice(len(self.images), count, replace=False))
+    return np.asarray(data.to_unit_range(self.images[chosen]))
 
   def evaluator(self) -> evaluation.Evaluator:
     """The run's evaluator (process 0 trains and caches its classifier first)."""

@@ -59,11 +59,11 @@ def test_d_is_initialised_on_training_images(smoke_run):
   centred with unit spread. The pass's own noise draw is not recoverable here, so its scales are
   compared with those of fresh draws on the same images and directions."""
   config, _, run = smoke_run
-  images = run.setup.init_images(run.batches.images, config.seed)
+  images = run.setup.init_images(config.seed)
   assert images.shape == (config.model.d_init_batch, 28, 28, 1)
   # The same draw for the same seed, another for another seed.
-  np.testing.assert_array_equal(images, run.setup.init_images(run.batches.images, config.seed))
-  assert not np.array_equal(images, run.setup.init_images(run.batches.images, config.seed + 1))
+  np.testing.assert_array_equal(images, run.setup.init_images(config.seed))
+  assert not np.array_equal(images, run.setup.init_images(config.seed + 1))
   layer = run.states.at(0).d.params['WeightNormDense_0']
   x = (images.reshape(len(images), -1) + 1) / 2
   kernel = np.asarray(layer['kernel'])
