@@ -16,6 +16,7 @@ import pytest
 from gan_jax import train
 from gan_jax.errors import BadInput
 import study
+import study_report
 
 # One budget keeps it to 8 smoke runs; the ordering and gains of several budgets are tested on
 # made-up results below.
@@ -27,7 +28,7 @@ def run_names():
     f'{system}_n{budget}_s{seed}'
     for budget in BUDGETS
     for seed in range(SEEDS)
-    for system in study.SYSTEMS
+    for system in study_report.SGAN.systems
   ]
 
 
@@ -53,7 +54,7 @@ def test_study_runs_every_system_at_every_budget_and_seed(study_dir):
   )
   configs = {
     system: json.loads((study_dir / f'{system}_n10_s1' / 'config.json').read_text())
-    for system in study.SYSTEMS
+    for system in study_report.SGAN.systems
   }
   for config in configs.values():
     assert (config['data']['num_labeled'], config['seed'], config['train']['num_steps']) == (
@@ -65,13 +66,18 @@ def test_study_runs_every_system_at_every_budget_and_seed(study_dir):
   sgan_d = {'sgan_labeled': 1.0, 'sgan_real': 1.0, 'sgan_fake': 1.0}
   assert terms('sgan') == (sgan_d, {'sgan_gen': 1.0, 'feature_matching': 0.0})
   assert terms('sgan_fm') == (sgan_d, {'sgan_gen': 0.0, 'feature_matching': 1.0})
-  for baseline in study.BASELINES:
+  for baseline in study_report.SGAN.baselines:
     assert terms(baseline) == ({'sgan_labeled': 1.0}, {'sgan_gen': 0.0, 'feature_matching': 0.0})
-  assert [configs[s]['data']['augment'] for s in study.SYSTEMS] == ['', '', '', 'translation']
+  assert [configs[s]['data']['augment'] for s in study_report.SGAN.systems] == [
+    '',
+    '',
+    '',
+    'translation',
+  ]
 
 
 def test_strong_baseline_trains_longer_and_logs_its_test_curve():
-  plain, strong = (study.run_config(s, 100, 0) for s in study.BASELINES)
+  plain, strong = (study.run_config(s, 100, 0) for s in study_report.SGAN.baselines)
   assert plain.train.num_steps == study.run_config('sgan', 100, 0).train.num_steps
   assert strong.train.num_steps > plain.train.num_steps
   for config in (plain, strong):
@@ -95,12 +101,14 @@ def test_gains_are_over_the_stronger_baseline_of_each_budget():
     for (budget, system), pair in accuracies.items()
     for accuracy in pair
   ]
-  rows = study.summarize(results, [10, 20])
+  rows = study_report.summarize(results, [10, 20])
   assert [r['strongest_baseline'] for r in rows] == ['sgan_baseline_strong', 'sgan_baseline']
   assert [r['gain'] for r in rows] == pytest.approx([0.1, 0.1])
   assert [r['gain_fm'] for r in rows] == pytest.approx([-0.1, 0.1])
   assert rows[0]['sgan_baseline_std'] == pytest.approx(np.std([0.3, 0.5], ddof=1))
-  table = study.markdown_table(rows, 'mnist5k', {s: STEPS for s in study.SYSTEMS}, 'cmd')
+  table = study_report.markdown_table(
+    rows, 'mnist5k', {s: STEPS for s in study_report.SGAN.systems}, 'cmd'
+  )
   cells = [line.split(' | ')[2:] for line in table.splitlines() if line.startswith('| 10 | 2 |')]
   cells += [line.split(' | ')[2:] for line in table.splitlines() if line.startswith('| 20 | 2 |')]
   assert cells == [
@@ -118,18 +126,18 @@ def test_study_json_and_table_hold_the_runs_results(study_dir):
   table = (study_dir / 'study.md').read_text()
   for row in summary['rows']:
     means, cells = {}, {}
-    for system in study.SYSTEMS:
+    for system in study_report.SGAN.systems:
       accuracies = run_accuracies(study_dir, system, row['budget'])
       assert row[f'{system}_mean'] == pytest.approx(np.mean(accuracies))
       assert row[f'{system}_std'] == pytest.approx(np.std(accuracies, ddof=1))
       means[system] = np.mean(accuracies)
       cells[system] = f'{100 * np.mean(accuracies):.2f} ± {100 * np.std(accuracies, ddof=1):.2f}'
-    strongest = max(study.BASELINES, key=means.get)
+    strongest = max(study_report.SGAN.baselines, key=means.get)
     assert row['strongest_baseline'] == strongest
     cells[strongest] = f'**{cells[strongest]}**'
     gains = [100 * (means[s] - means[strongest]) for s in ('sgan', 'sgan_fm')]
     line = (
-      f'| {row["budget"]} | {SEEDS} | {" | ".join(cells[s] for s in study.SYSTEMS)} '
+      f'| {row["budget"]} | {SEEDS} | {" | ".join(cells[s] for s in study_report.SGAN.systems)} '
       f'| {gains[0]:+.2f} | {gains[1]:+.2f} |'
     )
     assert line in table.splitlines(), (line, table)
@@ -190,7 +198,9 @@ def test_a_budget_that_is_not_a_multiple_of_the_classes_fails_before_training(tm
 # one budget, 2 seeds, 2 systems = 4 runs of 2 steps.
 IG_BUDGET, IG_STEPS = 20, 2
 IG_RUNS = [
-  f'{system}_n{IG_BUDGET}_s{seed}' for seed in range(SEEDS) for system in study.IMPROVED_GAN.systems
+  f'{system}_n{IG_BUDGET}_s{seed}'
+  for seed in range(SEEDS)
+  for system in study_report.IMPROVED_GAN.systems
 ]
 
 
@@ -200,7 +210,7 @@ def improved_gan_study(classifier, tmp_path_factory):
   The eval classifier is the session's 28×28 one, trained once."""
   out = tmp_path_factory.mktemp('improved_gan_study')
   args = ([IG_BUDGET], SEEDS, str(out))
-  kwargs = {'steps': IG_STEPS, 'variant': 'smoke', 'study': study.IMPROVED_GAN}
+  kwargs = {'steps': IG_STEPS, 'variant': 'smoke', 'study': study_report.IMPROVED_GAN}
   train_and_evaluate, calls = train.train_and_evaluate, []
 
   def second_run_fails(config, workdir):
@@ -245,7 +255,8 @@ def test_improved_gan_study_counts_test_errors_beside_the_paper(improved_gan_stu
   )
   [row] = summary['rows']
   errors = {
-    key: run_errors(out, system, test_size) for system, key in study.IMPROVED_GAN.keys.items()
+    key: run_errors(out, system, test_size)
+    for system, key in study_report.IMPROVED_GAN.keys.items()
   }
   assert row['budget'] == IG_BUDGET
   for key in ('sgan', 'baseline'):
@@ -269,7 +280,7 @@ def test_improved_gan_study_counts_test_errors_beside_the_paper(improved_gan_stu
   # The runs: Improved GAN and its labels-only baseline at the budget and seed.
   configs = {
     system: json.loads((out / f'{system}_n{IG_BUDGET}_s1' / 'config.json').read_text())
-    for system in study.IMPROVED_GAN.systems
+    for system in study_report.IMPROVED_GAN.systems
   }
   assert configs['improved_gan']['loss']['d_terms'] == {
     'labeled_classes': 1.0,
@@ -312,18 +323,18 @@ def test_partial_rows_mark_their_seeds_and_errors_gain_is_errors_saved():
     {'budget': 20, 'system': 'improved_gan', 'd_test_accuracy': 0.8, 'errors': 2000},
     {'budget': 50, 'system': 'improved_gan', 'd_test_accuracy': 0.9, 'errors': 1000},
   ]
-  rows = study.summarize(results, [20, 50, 100], study.IMPROVED_GAN)
+  rows = study_report.summarize(results, [20, 50, 100], study_report.IMPROVED_GAN)
   assert [r['budget'] for r in rows] == [20, 50]  # 100 has no run yet
   assert rows[0]['sgan_errors'] == [1000, 2000] and rows[0]['baseline_errors'] == [3000]
   assert rows[0]['gain'] == pytest.approx(1500)
   assert (rows[1]['gain'], rows[1]['paper_mean'], rows[1]['paper_std']) == (None, 221, 136)
-  table = study.markdown_table(
-    rows, 'mnist', {'improved_gan': 9}, 'cmd', study.IMPROVED_GAN, 10_000
+  table = study_report.markdown_table(
+    rows, 'mnist', {'improved_gan': 9}, 'cmd', study_report.IMPROVED_GAN, 10_000
   )
   assert '| 20 | 2 | 1677 ± 452 | 1500.0 ± 707.1 | 3000.0 ± 0.0 (n=1) | +1500.0 |' in table
   assert '| 50 | 1 | 221 ± 136 | 1000.0 ± 0.0 | – | – |' in table
-  assert study.IMPROVED_GAN.budgets == (20, 50, 100, 200)
-  assert study.IMPROVED_GAN.paper == {
+  assert study_report.IMPROVED_GAN.budgets == (20, 50, 100, 200)
+  assert study_report.IMPROVED_GAN.paper == {
     20: (1677, 452),
     50: (221, 136),
     100: (93, 6.5),
@@ -349,7 +360,7 @@ def test_the_schedule_is_chosen_on_the_validation_curve_alone(tmp_path):
   with pytest.raises(BadInput, match='no validation errors: train with data.validation'):
     study.steps_from_curve(str(curve), 13)
   # The command that resumes a study records the rule, not the steps it gave.
-  assert study.command([20], 3, 'o', 9000, '', study.IMPROVED_GAN, 'docs', schedule) == (
+  assert study.command([20], 3, 'o', 9000, '', study_report.IMPROVED_GAN, 'docs', schedule) == (
     f'python study.py --study=improved_gan --budgets=20 --seeds=3 --out=o --summary_dir=docs '
     f'--steps_from={curve} --within=13'
   )
@@ -357,7 +368,7 @@ def test_the_schedule_is_chosen_on_the_validation_curve_alone(tmp_path):
 
 def test_a_runs_curve_counts_its_test_and_validation_errors(tmp_path):
   """`--curve_of` on a made-up workdir: errors out of each split's size at every evaluation."""
-  config = study.run_config('improved_gan', 20, 3, 'smoke', 40, study.IMPROVED_GAN)
+  config = study.run_config('improved_gan', 20, 3, 'smoke', 40, study_report.IMPROVED_GAN)
   config.data.validation = 500
   (tmp_path / 'config.json').write_text(config.to_json_best_effort())
   accuracies = {20: (0.9, 0.8), 40: (0.95, 0.9)}
@@ -396,7 +407,7 @@ def test_a_study_resumes_from_its_summary_when_the_workdirs_are_gone(improved_ga
   finished = json.loads((out / 'improved_gan_mnist.json').read_text())
   (summary_dir / 'improved_gan_mnist.json').write_text(json.dumps(finished))
   args = ([IG_BUDGET], SEEDS, str(tmp_path / 'gone'))
-  kwargs = {'variant': 'smoke', 'study': study.IMPROVED_GAN, 'summary_dir': str(summary_dir)}
+  kwargs = {'variant': 'smoke', 'study': study_report.IMPROVED_GAN, 'summary_dir': str(summary_dir)}
   with mock.patch.object(train, 'train_and_evaluate', side_effect=AssertionError('trained')):
     rows = study.run_study(*args, steps=IG_STEPS, **kwargs)
     with pytest.raises(AssertionError, match='trained'):
