@@ -21,6 +21,10 @@ class DeviceBatches:
   """uint8 images [N, ...] (shared by the seeds), the labels the step may see [(K,) N] and each
   pool's indices into the images [(K,) size]: every step gathers its batches from them.
 
+  `order`, set for a call by `with_order`: each pool's positions for every D update of the
+  call's steps, [n, (K,) d_steps, size], drawn before its first step (`order_of_call`); within
+  a step [(K,) d_steps, size]. Without it a step draws its own (`data.batch_indices`), the same.
+
   It is also its own source of each call's batches (as `stream.HostBatches` is of streamed
   ones): the same data for every call.
   """
@@ -28,24 +32,44 @@ class DeviceBatches:
   images: jax.Array
   labels: jax.Array
   pools: dict[str, jax.Array]
+  order: dict[str, jax.Array] | None = None
 
   def batch(self, pool: str, key: jax.Array, index: jax.Array, size: int, d_step: int):
     """Batch `index` of `pool`, (uint8 images, labels): `size` of its examples drawn by `key`."""
-    del d_step  # the draw of (key, index) is the batch's, whichever D update reads it
     indices = self.pools[pool]
-    idx = indices[data.batch_indices(key, index, indices.shape[0], size)]
+    if self.order is None:
+      positions = data.batch_indices(key, index, indices.shape[0], size)
+    else:
+      positions = self.order[pool][d_step]
+    idx = indices[positions]
     return self.images[idx], self.labels[idx]
 
+  def order_of_call(
+    self, keys: dict[str, jax.Array], first_step: jax.Array, num_steps: int, d_steps: int, sizes
+  ) -> dict[str, jax.Array]:
+    """One seed's positions in each pool of `sizes` (its batch size) for every D update of
+    `num_steps` steps from `first_step`, [num_steps, d_steps, size]: the draws of `batch`, each
+    epoch's permutation made once."""
+    return {
+      pool: data.call_indices(
+        keys[pool], first_step * d_steps, num_steps * d_steps, self.pools[pool].shape[-1], size
+      ).reshape(num_steps, d_steps, size)
+      for pool, size in sizes.items()
+    }
+
+  def with_order(self, order: dict[str, jax.Array]) -> 'DeviceBatches':
+    return self.replace(order=order)
+
   def seed_axes(self) -> 'DeviceBatches':
-    """vmap's axes over the seeds: each seed has its own labeled subset, so its own pools and
-    visible labels; the images are shared."""
-    return DeviceBatches(images=None, labels=0, pools=0)
+    """vmap's axes over the seeds: each seed has its own labeled subset, so its own pools,
+    visible labels and order; the images are shared."""
+    return DeviceBatches(images=None, labels=0, pools=0, order=None if self.order is None else 0)
 
-  def per_step(self) -> None:
-    return None  # what a scan slices per step: nothing, every step reads all of the data
+  def per_step(self) -> dict[str, jax.Array] | None:
+    return self.order  # what a scan slices per step: the order, if drawn; the data is read whole
 
-  def of_step(self, sliced: None) -> 'DeviceBatches':
-    return self
+  def of_step(self, sliced: dict[str, jax.Array] | None) -> 'DeviceBatches':
+    return self if sliced is None else self.replace(order=sliced)
 
   def take(self, step: int, n: int) -> 'DeviceBatches':
     return self

@@ -15,7 +15,7 @@ from ml_collections import ConfigDict
 import optax
 
 from gan_jax import augment, losses, parallel
-from gan_jax.batches import Batches, first_step
+from gan_jax.batches import Batches, DeviceBatches, first_step
 from gan_jax.passes import StepSpec, augmentations, discriminate, gather, generate
 from gan_jax.rng import step_keys
 from gan_jax.seeds import Seeds
@@ -254,8 +254,17 @@ def watch_step(step_fn: Callable, state: GANState, batches: Batches, watch: dict
   return state, metrics, watch
 
 
-def scan_steps(step_fn: Callable, num_steps: int, state: GANState, batches: Batches, watch: dict):
-  """`num_steps` watched steps as one `lax.scan`; returns the state, the last metrics, the watch."""
+def scan_steps(
+  step_fn: Callable,
+  order_call: Callable,
+  num_steps: int,
+  state: GANState,
+  batches: Batches,
+  watch: dict,
+):
+  """`num_steps` watched steps as one `lax.scan`, their batches ordered first (`order_call`);
+  returns the state, the last metrics, the watch."""
+  batches = order_call(state, batches, num_steps)
   if num_steps == 1:
     return watch_step(step_fn, state, first_step(batches), watch)
 
@@ -284,13 +293,20 @@ class CompiledStep:
   `train_step(state, batches) -> (state, metrics)` is the plain (un-jitted) step of every seed.
   """
 
-  def __init__(self, train_step: Callable, steps_per_call: int, sharding: NamedSharding):
+  def __init__(
+    self,
+    train_step: Callable,
+    steps_per_call: int,
+    sharding: NamedSharding,
+    order_call: Callable = lambda state, batches, num_steps: batches,
+  ):
     self.train_step = train_step
     self.steps_per_call = steps_per_call
     self.sharding = sharding
+    self.order_call = order_call
     # jit compiles on first use: the single-step call only where a whole call cannot run.
     self.calls = {
-      n: jax.jit(functools.partial(scan_steps, train_step, n), donate_argnums=(0, 2))
+      n: jax.jit(functools.partial(scan_steps, train_step, order_call, n), donate_argnums=(0, 2))
       for n in {1, steps_per_call}
     }
     self.skip = jax.jit(lambda state: state.replace(step=state.step + 1), donate_argnums=0)
@@ -327,4 +343,24 @@ def build_step(
     # Every seed is at the same step: one step number for all lets lazy updates skip their terms.
     return every_seed(state, batches, seeds.common(state.step))
 
-  return CompiledStep(step_fn, config.train.steps_per_call, parallel.replicated(mesh))
+  sizes = {'real': spec.batch_size}
+  if spec.objective.uses_labels:
+    sizes['labeled'] = spec.labeled_batch_size
+
+  def order_call(state: GANState, batches: Batches, num_steps: int) -> Batches:
+    """On-device data: the batch positions of every step of the call, drawn before its first
+    (each epoch's permutation once, not once a step). Streamed batches come drawn."""
+    if not isinstance(batches, DeviceBatches):
+      return batches
+
+    def one_seed(state: GANState, batches: DeviceBatches) -> dict:
+      keys = step_keys(state.rng, state.step)
+      pool_keys = {'real': keys.data, 'labeled': keys.labeled}
+      return batches.order_of_call(pool_keys, state.step, num_steps, spec.d_steps, sizes)
+
+    order = seeds.vectorize(one_seed, in_axes=(0, batches.seed_axes()))(state, batches)
+    if seeds.stacked:  # [K, n, ...] → [n, K, ...]: the scan slices the steps' axis
+      order = jax.tree.map(lambda x: jnp.moveaxis(x, 0, 1), order)
+    return batches.with_order(order)
+
+  return CompiledStep(step_fn, config.train.steps_per_call, parallel.replicated(mesh), order_call)

@@ -168,6 +168,40 @@ def test_batch_indices_small_pool_samples_with_replacement():
   assert not np.array_equal(batch, batch_indices(KEY, jnp.int32(1), 5, 64))
 
 
+def one_step_draw(key, step, pool_size, batch_size):
+  """The plain form of a step's draw: the epoch's whole permutation made for this step alone."""
+  if pool_size < batch_size:
+    return jax.random.randint(jax.random.fold_in(key, step), (batch_size,), 0, pool_size, jnp.int32)
+  steps_per_epoch = pool_size // batch_size
+  perm = jax.random.permutation(jax.random.fold_in(key, step // steps_per_epoch), pool_size)
+  return jax.lax.dynamic_slice(perm, ((step % steps_per_epoch) * batch_size,), (batch_size,))
+
+
+@pytest.mark.parametrize(
+  'pool_size, batch_size, first, count',
+  [
+    (60_000, 100, 0, 50),  # full MNIST, a call within one epoch
+    (60_000, 100, 580, 50),  # a call across two epochs
+    (1000, 64, 14, 40),  # 15 steps an epoch: three epochs, the pool's tail skipped
+    (100, 100, 7, 50),  # one step an epoch (100 labels, batch 100)
+    (20, 64, 5, 10),  # a pool smaller than a batch: drawn with replacement
+    (60_000, 100, 599, 1),  # one step, the last of its epoch
+  ],
+)
+def test_a_calls_indices_are_each_steps_own_draw(pool_size, batch_size, first, count):
+  """Each epoch's permutation made once for all the call's steps, bit for bit the draws of the
+  steps one by one."""
+  key = jax.random.fold_in(KEY, 3)
+  call = jax.jit(data.call_indices, static_argnums=(2, 3, 4))
+  drawn = call(key, jnp.int32(first), count, pool_size, batch_size)
+  assert drawn.shape == (count, batch_size) and drawn.dtype == jnp.int32
+  plain = [one_step_draw(key, jnp.int32(first + t), pool_size, batch_size) for t in range(count)]
+  np.testing.assert_array_equal(drawn, np.stack(plain))
+  np.testing.assert_array_equal(
+    batch_indices(key, jnp.int32(first), pool_size, batch_size), plain[0]
+  )
+
+
 @pytest.mark.parametrize('image_size, channels', [(28, 1), (32, 1), (32, 3)])
 def test_open_dataset_pads_and_converts_the_embedded_data(image_size, channels):
   config = default.base().data
