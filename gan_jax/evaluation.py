@@ -11,6 +11,7 @@ import functools
 import hashlib
 import json
 import os
+import sys
 
 import flax
 import flax.linen as nn
@@ -19,6 +20,7 @@ import jax.numpy as jnp
 from ml_collections import ConfigDict
 import numpy as np
 import optax
+import tqdm
 
 from gan_jax import data, diagnosis, metrics, models
 from gan_jax.objective import Objective
@@ -115,7 +117,7 @@ def train_classifier(images: np.ndarray, labels: np.ndarray, num_classes: int) -
     return jax.lax.scan(step, carry, (batch_keys, perm.reshape(steps_per_epoch, -1)))[0]
 
   carry = (params, tx.init(params))
-  for i in range(CLASSIFIER_EPOCHS):
+  for i in tqdm.trange(CLASSIFIER_EPOCHS, desc='eval classifier', unit='epoch', leave=False):
     carry = epoch(carry, i)
   return carry[0]
 
@@ -153,6 +155,13 @@ def load_classifier(dataset: data.Dataset) -> EvalClassifier:
     params = flax.serialization.from_bytes(template['params'], open(f'{path}.msgpack', 'rb').read())
     accuracy = json.load(open(f'{path}.json'))['test_accuracy']
     return EvalClassifier(params, dataset.num_classes, accuracy)
+  # Minutes on a CPU for full MNIST: say so, or a new user's first run looks stuck.
+  print(
+    f'training the eval classifier of {dataset.name} once ({CLASSIFIER_EPOCHS} epochs over '
+    f'{len(images):,} images), cached in {cache_dir()}',
+    file=sys.stderr,
+    flush=True,
+  )
   params = train_classifier(images, labels, dataset.num_classes)
   test_images, test_labels = dataset.split('test')
   logits, _ = EvalClassifier(params, dataset.num_classes, 0.0)(data.to_unit_range(test_images))

@@ -119,6 +119,21 @@ def test_classifier_reaches_97_percent_and_is_cached(classifier):
   jax.tree.map(np.testing.assert_array_equal, cached.params, classifier.params)
 
 
+def test_training_the_classifier_is_said_on_the_terminal_once(
+  classifier, tmp_path, monkeypatch, capfd
+):
+  """Minutes on a CPU for full MNIST: the first use says what it does, a cached one nothing."""
+  monkeypatch.setenv('GAN_JAX_CACHE', str(tmp_path))
+  with mock.patch.object(evaluation, 'train_classifier', return_value=classifier.params):
+    evaluation.load_classifier(mnist5k_dataset())
+    assert capfd.readouterr().err.splitlines() == [
+      f'training the eval classifier of mnist5k once (12 epochs over 4,000 images), '
+      f'cached in {tmp_path}'
+    ]
+    evaluation.load_classifier(mnist5k_dataset())
+  assert capfd.readouterr().err == ''
+
+
 def test_fingerprint_changes_with_the_data():
   images = np.zeros((10, 28, 28, 1), np.uint8)
   labels = np.arange(10)
