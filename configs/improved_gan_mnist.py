@@ -21,17 +21,17 @@ The paper's model and objective, as the reference code has them:
   exactly these with the fake logit at 0. G's loss: feature matching on D's last hidden layer,
   the mean over its 250 features of the squared gap in batch means (gan_jax's term sums them:
   weight 1/250).
-- Adam, learning rate 0.003, β1 0.5, for both; batches of 100 labeled (the 100 labels
-  reshuffled each step, so each batch holds every label once) and 100 unlabeled images; one D
-  update then one G update per step; 600 steps an epoch.
+- Adam, learning rate 0.003, β1 0.5, for both; batches of 100 labeled and 100 unlabeled
+  images; the labels are cycled in fresh permutations, so a batch holds each of 100 labels once,
+  of 50 twice, of 20 five times (`data.batch_indices`); one D update then one G update per
+  step; 600 steps an epoch.
 - D's test accuracy is that of a Polyak average of its weights (`model.d_ema_decay` 0.9999: the
   reference's a ← a + 1e-4·(p − a); it starts the average at zero, gan_jax at D's initial
   weights with a warm-up, which differs only over the first tens of thousands of steps).
 
 Differences from the reference, all small: pixels are uint8/255 in D (the reference's
 uint8/256); G's feature-matching real batch is the step's unlabeled batch (the reference draws
-a second one); with fewer labels than a batch (20, 50) the labeled batch is drawn with
-replacement (the reference tiles the labels);
+a second one).
 
 Variants: `baseline`, the labels-only baseline (the same D, noise and averaging, trained on the
 labeled batch alone: G never trained); `validation`, the last 10,000 training images held out

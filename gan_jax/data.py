@@ -166,10 +166,11 @@ def to_unit_range(images) -> jax.Array:
 def batch_indices(key: jax.Array, step: jax.Array, pool_size: int, batch_size: int) -> jax.Array:
   """int32[batch_size] indices into a pool of `pool_size` examples for `step`.
 
-  A pure function of (key, step), so a resumed run sees the same batches. A pool at
-  least one batch large is walked in epochs without replacement (the last
-  `pool_size % batch_size` of each epoch's permutation are skipped); a smaller pool
-  (e.g. 20 labels with batch 64) is sampled uniformly with replacement.
+  A pure function of (key, step), so a resumed run sees the same batches. The pool is walked in
+  epochs, each a permutation of it drawn by (key, epoch). A pool at least one batch large skips
+  the last `pool_size % batch_size` of each epoch's permutation; a smaller one (e.g. 20 labels
+  with batch 100) is cycled, its permutations read one after another, as openai/improved-gan
+  tiles its labels: a batch of 100 from 20 labels holds each of them 5 times.
   """
   return call_indices(key, step, 1, pool_size, batch_size)[0]
 
@@ -185,17 +186,17 @@ def call_indices(
   if pool_size <= 0 or batch_size <= 0:
     raise BadInput(f'pool_size and batch_size must be positive, got {pool_size} and {batch_size}')
   steps = first + jnp.arange(count)
-  if pool_size < batch_size:
-    draw = lambda step: jax.random.randint(
-      jax.random.fold_in(key, step), (batch_size,), 0, pool_size, jnp.int32
-    )
-    return jax.vmap(draw)(steps)
-  steps_per_epoch = pool_size // batch_size
-  first_epoch = first // steps_per_epoch
-  # The most epochs `count` consecutive steps can touch, wherever in an epoch they start.
-  num_epochs = (count + steps_per_epoch - 2) // steps_per_epoch + 1
+  # Each step's first position in the epochs' permutations laid end to end, and the most epochs
+  # `count` consecutive steps can touch, wherever they start.
+  if pool_size >= batch_size:
+    steps_per_epoch = pool_size // batch_size
+    starts = (steps // steps_per_epoch) * pool_size + (steps % steps_per_epoch) * batch_size
+    num_epochs = (count + steps_per_epoch - 2) // steps_per_epoch + 1
+  else:
+    starts = steps * batch_size
+    num_epochs = (count * batch_size + pool_size - 2) // pool_size + 1
+  first_epoch = starts[0] // pool_size
   permute = lambda epoch: jax.random.permutation(jax.random.fold_in(key, epoch), pool_size)
   perms = jax.vmap(permute)(first_epoch + jnp.arange(num_epochs)).reshape(-1)
-  starts = (steps // steps_per_epoch - first_epoch) * pool_size
-  starts += (steps % steps_per_epoch) * batch_size
-  return perms[starts[:, None] + jnp.arange(batch_size)].astype(jnp.int32)
+  positions = starts[:, None] - first_epoch * pool_size + jnp.arange(batch_size)
+  return perms[positions].astype(jnp.int32)

@@ -161,17 +161,33 @@ def test_batch_indices_are_deterministic():
   )
 
 
-def test_batch_indices_small_pool_samples_with_replacement():
-  batch = batch_indices(KEY, jnp.int32(0), 5, 64)
-  assert batch.shape == (64,) and batch.dtype == jnp.int32
-  assert set(batch.tolist()) == set(range(5))
-  assert not np.array_equal(batch, batch_indices(KEY, jnp.int32(1), 5, 64))
+@pytest.mark.parametrize('pool_size, repeats', [(20, 5), (50, 2)])
+def test_a_small_pool_is_cycled_as_improved_gan_tiles_its_labels(pool_size, repeats):
+  """20 or 50 labels in batches of 100: every batch holds each label `repeats` times, each
+  run of `pool_size` a fresh permutation."""
+  batches = [batch_indices(KEY, jnp.int32(s), pool_size, 100) for s in range(3)]
+  for batch in batches:
+    assert batch.shape == (100,) and batch.dtype == jnp.int32
+    np.testing.assert_array_equal(np.bincount(batch, minlength=pool_size), repeats)
+    runs = np.asarray(batch).reshape(repeats, pool_size)
+    assert all(sorted(run) == list(range(pool_size)) for run in runs.tolist())
+  assert len({tuple(b.tolist()) for b in batches}) == 3
+
+
+def test_a_pool_that_does_not_divide_the_batch_is_read_through():
+  """3 examples in batches of 7: the permutations end to end, a batch straddling three."""
+  stream = np.concatenate([batch_indices(KEY, jnp.int32(s), 3, 7) for s in range(3)])
+  epochs = stream.reshape(7, 3).tolist()
+  assert all(sorted(epoch) == [0, 1, 2] for epoch in epochs)
+  assert len({tuple(epoch) for epoch in epochs}) > 1
 
 
 def one_step_draw(key, step, pool_size, batch_size):
-  """The plain form of a step's draw: the epoch's whole permutation made for this step alone."""
+  """The plain form of a step's draw: its epochs' whole permutations made for this step alone."""
   if pool_size < batch_size:
-    return jax.random.randint(jax.random.fold_in(key, step), (batch_size,), 0, pool_size, jnp.int32)
+    positions = step * batch_size + jnp.arange(batch_size)
+    permute = lambda e: jax.random.permutation(jax.random.fold_in(key, e), pool_size)
+    return jnp.stack([permute(p // pool_size)[p % pool_size] for p in positions.tolist()])
   steps_per_epoch = pool_size // batch_size
   perm = jax.random.permutation(jax.random.fold_in(key, step // steps_per_epoch), pool_size)
   return jax.lax.dynamic_slice(perm, ((step % steps_per_epoch) * batch_size,), (batch_size,))
@@ -184,7 +200,8 @@ def one_step_draw(key, step, pool_size, batch_size):
     (60_000, 100, 580, 50),  # a call across two epochs
     (1000, 64, 14, 40),  # 15 steps an epoch: three epochs, the pool's tail skipped
     (100, 100, 7, 50),  # one step an epoch (100 labels, batch 100)
-    (20, 64, 5, 10),  # a pool smaller than a batch: drawn with replacement
+    (20, 100, 5, 10),  # 20 labels, batch 100: five permutations a batch
+    (3, 7, 4, 9),  # a smaller pool that does not divide the batch: batches straddle epochs
     (60_000, 100, 599, 1),  # one step, the last of its epoch
   ],
 )
