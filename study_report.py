@@ -53,8 +53,12 @@ class Study:
     """As tabulated and plotted: errors as they are, accuracies in %."""
     return value if self.errors else 100 * value
 
-  def cell(self, mean: float, std: float) -> str:
-    return f'{mean:.1f} ± {std:.1f}' if self.errors else f'{100 * mean:.2f} ± {100 * std:.2f}'
+  def cell(self, mean: float, std: float | None) -> str:
+    """mean ± std as tabulated, the mean alone without a std."""
+    text = f'{mean:.1f}' if self.errors else f'{100 * mean:.2f}'
+    if std is None:
+      return text
+    return text + (f' ± {std:.1f}' if self.errors else f' ± {100 * std:.2f}')
 
 
 SGAN = Study(
@@ -73,7 +77,7 @@ SGAN = Study(
 )
 IMPROVED_GAN = Study(
   name='improved_gan',
-  title='Improved GAN label-budget study: Salimans et al. 2016, Table 1,',
+  title='Improved GAN label-budget study against Salimans et al. 2016, Table 1',
   stem='improved_gan_mnist',
   systems={
     'improved_gan': ('improved_gan_mnist', '', 'Improved GAN'),
@@ -141,7 +145,8 @@ def markdown_table(
     n, seeds = row[f'{key}_n'], row_seeds(row)
     if not n:
       return '–'
-    text = study.cell(row[f'{key}_mean'], row[f'{key}_std'])
+    # One seed has no spread to show.
+    text = study.cell(row[f'{key}_mean'], row[f'{key}_std'] if n > 1 else None)
     text = (
       f'**{text}**' if system == row['strongest_baseline'] and len(study.baselines) > 1 else text
     )

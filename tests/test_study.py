@@ -306,9 +306,7 @@ def test_a_stopped_study_leaves_the_table_of_its_finished_runs(improved_gan_stud
   assert (row['sgan_errors'], row['sgan_n'], row['sgan_std']) == ([first], 1, 0.0)
   assert (row['baseline_errors'], row['baseline_n'], row['baseline_mean']) == ([], 0, None)
   assert row['gain'] is None and row['strongest_baseline'] is None
-  assert (
-    f'| {IG_BUDGET} | 1 | 1677 ± 452 | {first:.1f} ± 0.0 | – | – |' in stopped['md'].splitlines()
-  )
+  assert f'| {IG_BUDGET} | 1 | 1677 ± 452 | {first:.1f} | – | – |' in stopped['md'].splitlines()
   # Resumed, the finished run was not trained again; the others were.
   final = json.loads((out / 'improved_gan_mnist.json').read_text())
   assert [run['seconds'] is None for run in final['runs']] == [True, False, False, False]
@@ -331,8 +329,8 @@ def test_partial_rows_mark_their_seeds_and_errors_gain_is_errors_saved():
   table = study_report.markdown_table(
     rows, 'mnist', {'improved_gan': 9}, 'cmd', study_report.IMPROVED_GAN, 10_000
   )
-  assert '| 20 | 2 | 1677 ± 452 | 1500.0 ± 707.1 | 3000.0 ± 0.0 (n=1) | +1500.0 |' in table
-  assert '| 50 | 1 | 221 ± 136 | 1000.0 ± 0.0 | – | – |' in table
+  assert '| 20 | 2 | 1677 ± 452 | 1500.0 ± 707.1 | 3000.0 (n=1) | +1500.0 |' in table
+  assert '| 50 | 1 | 221 ± 136 | 1000.0 | – | – |' in table
   assert study_report.IMPROVED_GAN.budgets == (20, 50, 100, 200)
   assert study_report.IMPROVED_GAN.paper == {
     20: (1677, 452),
