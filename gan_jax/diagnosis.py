@@ -13,8 +13,8 @@ through their plain names (the means over seeds).
                    tell fakes from reals and calls them real.
   mode_collapse    at `MODE_EVALS` consecutive evaluations, class coverage >= 3 classes
                    below its best so far, or class entropy > 30% below its best so far.
-  nonfinite_ahead  a gradient norm (D's or G's) >= 100x the smallest in the window, or
-                   above 1e4: the next steps are likely to overflow.
+  nonfinite_ahead  a gradient norm (D's or G's) >= 100x the smallest in the window (taken
+                   as at least 0.01), or above 1e4: the next steps are likely to overflow.
 
 Given the run's objective, a Wasserstein critic (critic_real, critic_fake) is not checked for
 d_overpowers_g or d_collapse: its loss is negative by construction and its output has no offset,
@@ -39,6 +39,9 @@ MODE_EVALS = 2  # consecutive evaluations: one low evaluation may be sampling no
 COVERAGE_DROP = 3  # classes below the best coverage so far
 ENTROPY_DROP = 0.3  # fraction below the best class entropy so far
 GRAD_GROWTH = 100.0  # latest gradient norm / smallest in the window
+# The smallest a window's least norm counts as: a D that has fit its labels (a classifier
+# baseline) logs norms near 1e-4, and its next hard batch (0.7) is no explosion.
+GRAD_FLOOR = 0.01
 GRAD_HIGH = 1e4
 
 AUGMENT = '--config.data.augment=color,translation,cutout'  # augment.REFERENCE_POLICY
@@ -187,7 +190,7 @@ def _nonfinite_ahead(rows: Sequence[Row], size: int) -> str | None:
     if not window:
       continue
     latest, least = window[-1], min(window)
-    if latest > GRAD_HIGH or (least > 0 and latest >= GRAD_GROWTH * least):
+    if latest > GRAD_HIGH or latest >= GRAD_GROWTH * max(least, GRAD_FLOOR):
       return f'{name} {latest:.3g}, up from {least:.3g} within the last {len(window)} logs.'
   return None
 

@@ -215,6 +215,13 @@ def test_missing_metrics_leave_their_rules_unchecked():
     for s in STEPS
   ]
   assert diagnosis.diagnose(baseline) == []
+  # Fitted to its labels, its norms sit near 1e-4; a hard batch (0.72, as the Improved GAN's
+  # labels-only baseline logged at step 1200) is no explosion. One at 1.5 from there is.
+  norms = [0.002, 0.72, 2e-4, 1e-4, 5e-4, 0.39, 1e-4]
+  fitted = [dict(baseline[0], step=10 * (i + 1), d_grad_norm=n) for i, n in enumerate(norms)]
+  assert diagnosis.diagnose(fitted) == []
+  spiked = fitted + [dict(fitted[-1], step=80, d_grad_norm=1.5)]
+  assert [(d.symptom, d.step) for d in diagnosis.diagnose(spiked)] == [('nonfinite_ahead', 80)]
   odd = [
     {'step': 10},
     {'step': 20, 'eval/fid_classifier': 30.0},
