@@ -21,7 +21,7 @@ class DeviceBatches:
   """uint8 images [N, ...] (shared by the seeds), the labels the step may see [(K,) N] and each
   pool's indices into the images [(K,) size]: every step gathers its batches from them.
 
-  `order`, set for a call by `with_order`: each pool's positions for every D update of the
+  `order`, set for a call (`replace(order=...)`): each pool's positions for every D update of the
   call's steps, [n, (K,) d_steps, size], drawn before its first step (`order_of_call`); within
   a step [(K,) d_steps, size]. Without it a step draws its own (`data.batch_indices`), the same.
 
@@ -56,9 +56,6 @@ class DeviceBatches:
       ).reshape(num_steps, d_steps, size)
       for pool, size in sizes.items()
     }
-
-  def with_order(self, order: dict[str, jax.Array]) -> 'DeviceBatches':
-    return self.replace(order=order)
 
   def seed_axes(self) -> 'DeviceBatches':
     """vmap's axes over the seeds: each seed has its own labeled subset, so its own pools,

@@ -361,6 +361,6 @@ def build_step(
     order = seeds.vectorize(one_seed, in_axes=(0, batches.seed_axes()))(state, batches)
     if seeds.stacked:  # [K, n, ...] → [n, K, ...]: the scan slices the steps' axis
       order = jax.tree.map(lambda x: jnp.moveaxis(x, 0, 1), order)
-    return batches.with_order(order)
+    return batches.replace(order=order)
 
   return CompiledStep(step_fn, config.train.steps_per_call, parallel.replicated(mesh), order_call)
