@@ -3,12 +3,14 @@
 `DeviceBatches`: the training split on the device, each batch gathered there (data within
 `data.device_bytes`). `StreamedBatches`: the batches the host read for a call
 (`stream.HostBatches`). Both are pytrees, so jit, vmap and scan take them, and the step reads
-them alike: `batch` for a pool's batch, `seed_axes` for the seeds' vmap, and `per_step` /
+them alike: `batch` for a pool's batch, `for_call` for a call's order, `seed_axes` for the seeds' vmap, and `per_step` /
 `of_step` for a scan over a call's steps.
 
 A pool is what batches are drawn from: 'real' (the whole split) and 'labeled' (each
 seed's labeled subset; a dummy index without a label budget).
 """
+
+from collections.abc import Callable
 
 import flax.struct
 import jax
@@ -57,6 +59,10 @@ class DeviceBatches:
       for pool, size in sizes.items()
     }
 
+  def for_call(self, draw_order: Callable[['DeviceBatches'], dict]) -> 'DeviceBatches':
+    """These batches with the order of a call's steps, `draw_order(self)`."""
+    return self.replace(order=draw_order(self))
+
   def seed_axes(self) -> 'DeviceBatches':
     """vmap's axes over the seeds: each seed has its own labeled subset, so its own pools,
     visible labels and order; the images are shared."""
@@ -87,6 +93,9 @@ class StreamedBatches:
     (key, index, size) as `DeviceBatches.batch`."""
     del key, index, size
     return jax.tree.map(lambda x: x[d_step], self.pools[pool])
+
+  def for_call(self, draw_order: Callable) -> 'StreamedBatches':
+    return self  # the host drew them in order
 
   def seed_axes(self) -> int:
     return 0  # every batch is a seed's own

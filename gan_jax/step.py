@@ -348,19 +348,20 @@ def build_step(
     sizes['labeled'] = spec.labeled_batch_size
 
   def order_call(state: GANState, batches: Batches, num_steps: int) -> Batches:
-    """On-device data: the batch positions of every step of the call, drawn before its first
-    (each epoch's permutation once, not once a step). Streamed batches come drawn."""
-    if not isinstance(batches, DeviceBatches):
-      return batches
+    """The batch positions of every step of the call, drawn before its first (each epoch's
+    permutation once, not once a step)."""
 
     def one_seed(state: GANState, batches: DeviceBatches) -> dict:
       keys = step_keys(state.rng, state.step)
       pool_keys = {'real': keys.data, 'labeled': keys.labeled}
       return batches.order_of_call(pool_keys, state.step, num_steps, spec.d_steps, sizes)
 
-    order = seeds.vectorize(one_seed, in_axes=(0, batches.seed_axes()))(state, batches)
-    if seeds.stacked:  # [K, n, ...] → [n, K, ...]: the scan slices the steps' axis
-      order = jax.tree.map(lambda x: jnp.moveaxis(x, 0, 1), order)
-    return batches.replace(order=order)
+    def draw_order(batches: DeviceBatches) -> dict:
+      order = seeds.vectorize(one_seed, in_axes=(0, batches.seed_axes()))(state, batches)
+      if seeds.stacked:  # [K, n, ...] → [n, K, ...]: the scan slices the steps' axis
+        order = jax.tree.map(lambda x: jnp.moveaxis(x, 0, 1), order)
+      return order
+
+    return batches.for_call(draw_order)
 
   return CompiledStep(step_fn, config.train.steps_per_call, parallel.replicated(mesh), order_call)
