@@ -300,11 +300,13 @@ def run_study(
         # A workdir, where there is one, is the truth; the summary stands in for one gone.
         gone = not os.path.exists(workdir)
         if gone and recorded.get(name, {}).get('step') == config.train.num_steps:
-          run.update(recorded[name], seconds=None)
+          run.update(recorded[name])
           done = 'recorded before'
         else:
           run.update(finished_run(config, workdir, test_size))
           done = 'done before' if run['seconds'] is None else f'{run["seconds"]:.0f} s'
+          if run['seconds'] is None:  # finished by an earlier study: keep the time it recorded
+            run['seconds'] = recorded.get(name, {}).get('seconds')
         counted = f', {run["errors"]} test errors of {test_size}' if study.errors else ''
         print(f'{name}: d_test_accuracy {run["d_test_accuracy"]:.4f} ({done}){counted}', flush=True)
         results.append(run)
