@@ -150,6 +150,8 @@ def markdown_table(
     text = (
       f'**{text}**' if system == row['strongest_baseline'] and len(study.baselines) > 1 else text
     )
+    if study.errors and n > 1:  # a few whole numbers: each seed's, which a mean ± std hides
+      return f'{text} ({", ".join(str(v) for v in row[f"{key}_errors"])})'
     return text if n == seeds else f'{text} (n={n})'
 
   def row_seeds(row):
@@ -170,7 +172,8 @@ def markdown_table(
   if study.errors:
     measure = (
       f"Test errors of D's class head, of the {test_size} images of the test split, at the last "
-      'step: round((1 - accuracy) · test size), mean ± std over seeds (sample std). '
+      'step: round((1 - accuracy) · test size), mean ± std over seeds (sample std), then each '
+      "seed's in brackets. "
       f'Steps: {steps}. Gains: errors fewer than the '
       + ('stronger baseline of each budget (in bold).' if len(study.baselines) > 1 else 'baseline.')
     )

@@ -330,7 +330,7 @@ def test_partial_rows_mark_their_seeds_and_errors_gain_is_errors_saved():
   table = study_report.markdown_table(
     rows, 'mnist', {'improved_gan': 9}, 'cmd', study_report.IMPROVED_GAN, 10_000
   )
-  assert '| 20 | 2 | 1677 ± 452 | 1500.0 ± 707.1 | 3000.0 (n=1) | +1500.0 |' in table
+  assert '| 20 | 2 | 1677 ± 452 | 1500.0 ± 707.1 (1000, 2000) | 3000.0 (n=1) | +1500.0 |' in table
   assert '| 50 | 1 | 221 ± 136 | 1000.0 | – | – |' in table
   assert study_report.IMPROVED_GAN.budgets == (20, 50, 100, 200)
   assert study_report.IMPROVED_GAN.paper == {
@@ -419,3 +419,46 @@ def test_a_study_resumes_from_its_summary_when_the_workdirs_are_gone(improved_ga
   )
   assert (summary_dir / 'improved_gan_mnist.png').exists()
   assert not os.listdir(tmp_path / 'gone')
+
+
+# --- the committed Improved GAN table (issue 21) -------------------------------------------------
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TABLE = os.path.join(REPO, 'docs', 'study', 'improved_gan_mnist')
+
+
+def committed_table() -> tuple[dict, str]:
+  with open(f'{TABLE}.json') as f, open(f'{TABLE}.md') as g:
+    return json.load(f), g.read()
+
+
+def test_the_committed_table_is_its_runs():
+  """Its rows and markdown are what the study's code makes of its runs: nothing edited by hand."""
+  summary, table = committed_table()
+  study_ = study_report.IMPROVED_GAN
+  runs = summary['runs']
+  for run in runs:
+    assert run['errors'] == study_report.count_errors(run['d_test_accuracy'], 10_000), run['name']
+    assert run['step'] == summary['num_steps'][run['system']] == run['test_curve'][-1][0]
+  budgets = sorted({run['budget'] for run in runs})
+  assert summary['rows'] == study_report.summarize(runs, budgets, study_)
+  header = [summary[k] for k in ('dataset', 'num_steps', 'command')]
+  assert table == study_report.markdown_table(summary['rows'], *header, study_, 10_000)
+
+
+def test_the_committed_schedule_is_the_rule_on_the_committed_curve(monkeypatch):
+  summary, _ = committed_table()
+  schedule = summary['schedule']
+  monkeypatch.chdir(REPO)  # the curve's path as README's command gives it
+  assert study.steps_from_curve(schedule['chosen_from'], schedule['within']) == schedule
+  assert set(summary['num_steps'].values()) == {schedule['steps']}
+
+
+def test_readme_shows_the_committed_table():
+  _, table = committed_table()
+  with open(os.path.join(REPO, 'README.md')) as f:
+    readme = f.read().splitlines()
+  rows = [line for line in table.splitlines() if line.startswith('|')]
+  assert len(rows) > 2  # the header, its rule and at least one budget
+  start = readme.index(rows[0])
+  assert readme[start : start + len(rows)] == rows
