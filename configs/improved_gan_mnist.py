@@ -33,6 +33,11 @@ Differences from the reference, all small: pixels are uint8/255 in D (the refere
 uint8/256); G's feature-matching real batch is the step's unlabeled batch (the reference draws
 a second one).
 
+The labeled subset: each seed draws its own 10 per class. The reference picks it with a seed of
+its own, `--seed_data` (default 1), apart from the `--seed` of the run;
+`--config.data.labeled_seed=1` takes that same subset for every seed (the same images, since
+both keep MNIST's order).
+
 Variants: `baseline`, the labels-only baseline (the same D, noise and averaging, trained on the
 labeled batch alone: G never trained); `validation`, the last 10,000 training images held out
 of training and scored beside the test split (choose a schedule on them, never on the test

@@ -146,6 +146,18 @@ def labeled_subset(labels: np.ndarray, num_labeled: int, num_classes: int, seed:
   return np.sort(np.concatenate(chosen)).astype(np.int32)
 
 
+def reference_labeled_subset(
+  labels: np.ndarray, num_labeled: int, num_classes: int, seed: int
+) -> np.ndarray:
+  """openai/improved-gan's labeled subset for its `--seed_data=seed`, as sorted int32 indices:
+  the first `num_labeled // num_classes` of each class in numpy's RandomState(seed)
+  permutation of the split."""
+  order = np.random.RandomState(seed).permutation(len(labels))
+  per_class = num_labeled // num_classes
+  chosen = [order[labels[order] == c][:per_class] for c in range(num_classes)]
+  return np.sort(np.concatenate(chosen)).astype(np.int32)
+
+
 def pad_to(images: np.ndarray, size: int) -> np.ndarray:
   """Centre-pads images [N, H, W, C] with zeros to [N, size, size, C]."""
   height, width = images.shape[1:3]

@@ -49,12 +49,16 @@ class Setup:
 
   def labeled_subsets(self) -> list[np.ndarray]:
     """A new run's labeled subset of each seed: its indices into the split (none without a
-    label budget)."""
+    label budget). Each seed draws its own, or with `data.labeled_seed` all share the one
+    openai/improved-gan's `--seed_data` picks."""
+    if not self.objective.uses_labels:
+      return [np.zeros((0,), np.int32)] * len(self.seeds.values)
+    budget, shared = (self.config.data.num_labeled, self.config.data.labeled_seed)
+    if shared >= 0:
+      subset = data.reference_labeled_subset(self.labels, budget, self.num_classes, shared)
+      return [subset] * len(self.seeds.values)
     return [
-      data.labeled_subset(self.labels, self.config.data.num_labeled, self.num_classes, seed)
-      if self.objective.uses_labels
-      else np.zeros((0,), np.int32)
-      for seed in self.seeds.values
+      data.labeled_subset(self.labels, budget, self.num_classes, seed) for seed in self.seeds.values
     ]
 
   def visible_labels(self, labeled: np.ndarray) -> np.ndarray:

@@ -204,9 +204,13 @@ def test_the_first_command_on_an_empty_home(config, tmp_path):
 
 
 def test_the_field_reference_is_current():
-  """docs/fields.md is what `python -m gan_jax.fields` prints from the declarations."""
+  """docs/fields.md is what `python -m gan_jax.field_reference` prints from the declarations."""
   result = subprocess.run(
-    [sys.executable, '-m', 'gan_jax.fields'], cwd=REPO, capture_output=True, text=True, check=True
+    [sys.executable, '-m', 'gan_jax.field_reference'],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    check=True,
   )
   with open(os.path.join(REPO, 'docs', 'fields.md')) as f:
-    assert f.read() == result.stdout, 'run: python -m gan_jax.fields > docs/fields.md'
+    assert f.read() == result.stdout, 'run: python -m gan_jax.field_reference > docs/fields.md'

@@ -98,6 +98,20 @@ def test_labeled_subset_is_balanced_sorted_and_seeded():
   assert not np.array_equal(indices, data.labeled_subset(LABELS, 100, 10, seed=1))
 
 
+@pytest.mark.parametrize('seed', [1, 7])
+def test_the_reference_labeled_subset_is_the_one_improved_gan_picks(seed):
+  """openai/improved-gan's train_mnist_feature_matching.py, step by step: permute the images and
+  labels with RandomState(seed_data), keep the first `count` images of each class."""
+  images = np.arange(len(LABELS))  # each image by its index
+  order = np.random.RandomState(seed).permutation(len(LABELS))
+  trainx, trainy = images[order], LABELS[order]
+  picked = np.concatenate([trainx[trainy == j][:10] for j in range(10)])
+  indices = data.reference_labeled_subset(LABELS, 100, 10, seed)
+  assert indices.dtype == np.int32 and np.all(np.diff(indices) > 0)
+  np.testing.assert_array_equal(indices, np.sort(picked))
+  assert set(indices) != set(data.labeled_subset(LABELS, 100, 10, seed))
+
+
 @pytest.mark.parametrize('num_labeled', [0, -10, 25])
 def test_a_label_budget_that_is_no_multiple_is_refused_before_the_subset(num_labeled):
   config = default.base()

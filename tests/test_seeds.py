@@ -25,6 +25,7 @@ from test_train import load_config, read_metrics, straight_and_interrupted_runs
 
 from gan_jax import checks, data, evaluation, train
 from gan_jax.run import Run
+from gan_jax.setup import Setup
 from gan_jax.step import build_step
 
 
@@ -159,3 +160,12 @@ def test_k_seed_run_resumes_exactly_with_every_seeds_labeled_subset(tmp_path):
   subsets = [data.labeled_subset(labels, config.data.num_labeled, 10, seed) for seed in (0, 1)]
   np.testing.assert_array_equal(resumed.labeled_indices, subsets)
   assert not np.array_equal(*subsets)
+
+
+def test_a_shared_labeled_seed_gives_every_seed_the_references_subset(tmp_path):
+  config = load_config('sgan')
+  config.num_seeds, config.data.labeled_seed = 2, 1
+  subsets = Setup(config, str(tmp_path / 'run')).labeled_subsets()
+  labels = data.load_split('mnist5k', 'train')[1]
+  shared = data.reference_labeled_subset(labels, config.data.num_labeled, 10, 1)
+  np.testing.assert_array_equal(subsets, [shared, shared])

@@ -15,7 +15,7 @@ LAYERS = [
   {'data', 'grids'},
   {'batches'},
   {'fields', 'passes'},
-  {'checks', 'evaluation', 'step'},
+  {'checks', 'evaluation', 'step', 'field_reference'},
   {'stream', 'setup'},
   {'run'},
   {'train', 'bench'},
