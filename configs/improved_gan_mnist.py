@@ -35,8 +35,8 @@ a second one).
 
 The labeled subset: each seed draws its own 10 per class. The reference picks it with a seed of
 its own, `--seed_data` (default 1), apart from the `--seed` of the run;
-`--config.data.labeled_seed=1` takes that same subset for every seed (the same images, since
-both keep MNIST's order).
+`--config.data.labeled_seed=1` takes that same subset, the same 100 images (found in tfds's
+order of MNIST by their index in its files), for every seed.
 
 Variants: `baseline`, the labels-only baseline (the same D, noise and averaging, trained on the
 labeled batch alone: G never trained); `validation`, the last 10,000 training images held out

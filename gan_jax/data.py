@@ -73,6 +73,9 @@ class Dataset:
   class_names: tuple[str, ...]  # empty for a folder without class subfolders
   read: Callable[[str], tuple[np.ndarray, np.ndarray]]
   validation: int = 0  # the last N training images, held out as the 'validation' split
+  # Each example's index in the source files, by position in a whole split, where tfds's
+  # order is not theirs (mnist); None: the split keeps their order.
+  read_file_index: Callable[[str], np.ndarray] | None = None
 
   @property
   def labeled(self) -> bool:
@@ -85,15 +88,25 @@ class Dataset:
 
   def split(self, split: str) -> tuple[np.ndarray, np.ndarray]:
     """'train' (less the validation images), 'validation' (with data.validation > 0), 'test'."""
+    return self._part(split, self.read)
+
+  def file_index(self, split: str) -> np.ndarray | None:
+    """Each example of `split`'s index in the source files (None: the split's own order)."""
+    if self.read_file_index is None:
+      return None
+    return self._part(split, lambda whole: (self.read_file_index(whole),))[0]
+
+  def _part(self, split: str, read: Callable[[str], tuple]) -> tuple:
+    """`read(split)`, with 'train' and 'validation' cut from 'train' by data.validation."""
     if split == 'test' or not self.validation:
-      return self.read(split)
-    images, labels = self.read('train')
-    cut = len(labels) - self.validation
+      return read(split)
+    arrays = read('train')
+    cut = len(arrays[0]) - self.validation
     if cut <= 0:
       raise BadInput(
-        f'data.validation={self.validation} holds out all {len(labels)} training images'
+        f'data.validation={self.validation} holds out all {len(arrays[0])} training images'
       )
-    return (images[:cut], labels[:cut]) if split == 'train' else (images[cut:], labels[cut:])
+    return tuple(a[:cut] if split == 'train' else a[cut:] for a in arrays)
 
 
 def open_dataset(data_config: ConfigDict) -> Dataset:
@@ -123,7 +136,8 @@ def open_dataset(data_config: ConfigDict) -> Dataset:
     images, labels = read(split)
     return with_channels(pad_to(images, size), channels), labels
 
-  return Dataset(name, tuple(class_names), read_at_size, data_config.validation)
+  file_index = mnist_full.file_index if name == 'mnist' else None
+  return Dataset(name, tuple(class_names), read_at_size, data_config.validation, file_index)
 
 
 def with_channels(images: np.ndarray, channels: int) -> np.ndarray:
@@ -147,12 +161,20 @@ def labeled_subset(labels: np.ndarray, num_labeled: int, num_classes: int, seed:
 
 
 def reference_labeled_subset(
-  labels: np.ndarray, num_labeled: int, num_classes: int, seed: int
+  labels: np.ndarray,
+  num_labeled: int,
+  num_classes: int,
+  seed: int,
+  file_index: np.ndarray | None = None,
 ) -> np.ndarray:
-  """openai/improved-gan's labeled subset for its `--seed_data=seed`, as sorted int32 indices:
-  the first `num_labeled // num_classes` of each class in numpy's RandomState(seed)
-  permutation of the split."""
-  order = np.random.RandomState(seed).permutation(len(labels))
+  """openai/improved-gan's labeled subset for its `--seed_data=seed`, as sorted int32 indices
+  into the split: the first `num_labeled // num_classes` of each class in numpy's
+  RandomState(seed) permutation of the images in the order of their files (`file_index`: each
+  example's index there; None: the split's own order)."""
+  if file_index is not None and len(file_index) != len(labels):
+    raise ValueError(f'{len(file_index)} file indices for a split of {len(labels)} examples')
+  in_file_order = np.arange(len(labels)) if file_index is None else np.argsort(file_index)
+  order = in_file_order[np.random.RandomState(seed).permutation(len(labels))]
   per_class = num_labeled // num_classes
   chosen = [order[labels[order] == c][:per_class] for c in range(num_classes)]
   return np.sort(np.concatenate(chosen)).astype(np.int32)

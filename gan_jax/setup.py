@@ -55,7 +55,9 @@ class Setup:
       return [np.zeros((0,), np.int32)] * len(self.seeds.values)
     budget, shared = (self.config.data.num_labeled, self.config.data.labeled_seed)
     if shared >= 0:
-      subset = data.reference_labeled_subset(self.labels, budget, self.num_classes, shared)
+      subset = data.reference_labeled_subset(
+        self.labels, budget, self.num_classes, shared, self.dataset.file_index('train')
+      )
       return [subset] * len(self.seeds.values)
     return [
       data.labeled_subset(self.labels, budget, self.num_classes, seed) for seed in self.seeds.values

@@ -112,6 +112,18 @@ def test_the_reference_labeled_subset_is_the_one_improved_gan_picks(seed):
   assert set(indices) != set(data.labeled_subset(LABELS, 100, 10, seed))
 
 
+def test_the_reference_labeled_subset_reads_the_images_in_their_files_order():
+  """The split in an order of its own (tfds's): the reference permutes the files' order."""
+  file_index = np.random.default_rng(3).permutation(len(LABELS))  # position -> file index
+  in_files = np.empty_like(LABELS)
+  in_files[file_index] = LABELS  # the labels as the reference reads them
+  reference = data.reference_labeled_subset(in_files, 100, 10, seed=1)  # file indices
+  indices = data.reference_labeled_subset(LABELS, 100, 10, 1, file_index)
+  np.testing.assert_array_equal(np.sort(file_index[indices]), reference)
+  with pytest.raises(ValueError, match='499 file indices for a split of 500'):
+    data.reference_labeled_subset(LABELS, 100, 10, 1, file_index[:-1])
+
+
 @pytest.mark.parametrize('num_labeled', [0, -10, 25])
 def test_a_label_budget_that_is_no_multiple_is_refused_before_the_subset(num_labeled):
   config = default.base()
@@ -272,3 +284,14 @@ def test_bad_data_fields_are_one_line_before_the_data_opens(field, value, messag
   with pytest.raises(BadInput) as error:
     checks.check_config(config)
   assert str(error.value).startswith(message) and '\n' not in str(error.value)
+
+
+def test_a_datasets_file_index_is_cut_as_its_splits_are():
+  images, labels = np.zeros((10, 2, 2, 1), np.uint8), np.arange(10)
+  dataset = data.Dataset(
+    'mnist', ('0',), lambda split: (images, labels), 3, lambda split: np.arange(10)[::-1]
+  )
+  assert dataset.file_index('train').tolist() == [9, 8, 7, 6, 5, 4, 3]
+  assert dataset.file_index('validation').tolist() == [2, 1, 0]
+  assert dataset.split('validation')[1].tolist() == [7, 8, 9]
+  assert data.Dataset('mnist5k', ('0',), lambda split: (images, labels)).file_index('train') is None

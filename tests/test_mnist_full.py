@@ -61,6 +61,13 @@ def tfds_order(split: str, size: int) -> list[int]:
   return sorted(range(size), key=hasher.hash_key)
 
 
+@pytest.mark.parametrize('split', ['train', 'test'])
+def test_the_file_index_is_the_key_order_tfds_writes(split):
+  np.testing.assert_array_equal(
+    mnist_full.file_index(split), tfds_order(split, mnist_full.SIZES[split])
+  )
+
+
 @pytest.fixture(autouse=True)
 def pip_offline(tmp_path, monkeypatch):
   """pip sees only the folder tmp_path/index: no index, no user config, no cache in ~/."""
@@ -209,3 +216,22 @@ def test_real_wheel_is_mnist_in_file_order():
     assert labels[:10].tolist() == FILE_ORDER_LABELS[split]
     for i, key in enumerate(tfds_order(split, len(labels))[:10]):
       np.testing.assert_array_equal(source[i]['image'], images[key])
+
+
+def test_real_reference_subset_holds_the_references_images():
+  """`data.labeled_seed=1` on tfds's mnist: the 100 images the reference's default
+  `--seed_data=1` picks from the wheel's arrays, wherever tfds stored them."""
+  real_source('train')
+  path = pathlib.Path(REAL_DIR) / 'downloads' / mnist_full.WHEEL
+  if not path.exists():
+    pytest.skip(f'no {path}: mnist was prepared by tfds')
+  (train_x, train_y), (valid_x, valid_y), _ = mnist_full.read_wheel(path)
+  trainx, trainy = np.concatenate([train_x, valid_x]), np.concatenate([train_y, valid_y])
+  inds = np.random.RandomState(1).permutation(len(trainy))  # the reference, step by step
+  picked = np.concatenate([inds[trainy[inds] == j][:10] for j in range(10)])
+  images, labels = data.load_split('mnist', 'train', REAL_DIR)
+  subset = data.reference_labeled_subset(labels, 100, 10, 1, mnist_full.file_index('train'))
+  order = np.argsort([images[i].tobytes() for i in subset])
+  expected = np.argsort([trainx[i].tobytes() for i in picked])
+  np.testing.assert_array_equal(images[subset][order], trainx[picked][expected])
+  np.testing.assert_array_equal(labels[subset][order], trainy[picked][expected])
