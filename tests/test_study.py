@@ -269,7 +269,10 @@ def test_improved_gan_study_counts_test_errors_beside_the_paper(improved_gan_stu
   assert (row['paper_mean'], row['paper_std']) == (1677, 452)
   assert row['gain'] == pytest.approx(np.mean(errors['baseline']) - np.mean(errors['sgan']))
   table = (out / 'improved_gan_mnist.md').read_text()
-  cell = lambda key: f'{np.mean(errors[key]):.1f} ± {np.std(errors[key], ddof=1):.1f}'
+  cell = lambda key: (
+    f'{np.mean(errors[key]):.1f} ± {np.std(errors[key], ddof=1):.1f} '
+    f'({", ".join(map(str, errors[key]))})'  # each seed's
+  )
   assert (
     '| labels | seeds | paper | Improved GAN | labels-only baseline | gain Improved GAN |' in table
   )
