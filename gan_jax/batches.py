@@ -3,8 +3,8 @@
 `DeviceBatches`: the training split on the device, each batch gathered there (data within
 `data.device_bytes`). `StreamedBatches`: the batches the host read for a call
 (`stream.HostBatches`). Both are pytrees, so jit, vmap and scan take them, and the step reads
-them alike: `batch` for a pool's batch, `for_call` for a call's order, `seed_axes` for the seeds' vmap, and `per_step` /
-`of_step` for a scan over a call's steps.
+them alike: `batch` for a pool's batch, `for_call` for a call's order, `seed_axes` for the
+seeds' vmap, and `per_step` / `of_step` for a scan over a call's steps.
 
 A pool is what batches are drawn from: 'real' (the whole split) and 'labeled' (each
 seed's labeled subset; a dummy index without a label budget).
