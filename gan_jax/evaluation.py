@@ -173,12 +173,17 @@ def load_classifier(dataset: data.Dataset) -> EvalClassifier:
 
 
 def sample_metrics(
-  classifier: EvalClassifier, real_features: np.ndarray, images, labels: np.ndarray | None = None
+  classifier: EvalClassifier,
+  real_features: np.ndarray,
+  images,
+  labels: np.ndarray | None = None,
+  real_radii: np.ndarray | None = None,
 ) -> dict[str, float]:
   """Every sample metric of generated `images`; the class metrics where the classifier was
-  trained, conditional accuracy if `labels` were asked for."""
+  trained, conditional accuracy if `labels` were asked for. `real_radii`: the real features'
+  `metrics.knn_radii`, computed once where many sample sets are scored."""
   logits, features = classifier(images)
-  precision, recall = metrics.precision_recall(real_features, features)
+  precision, recall = metrics.precision_recall(real_features, features, real_radii=real_radii)
   kid, kid_std = metrics.kernel_distance(real_features, features)
   scores = {
     'fid_classifier': metrics.frechet_distance(real_features, features),
@@ -238,6 +243,9 @@ class Evaluator:
       images, labels = dataset.split('validation')
       self.scored_splits['validation'] = (data.to_unit_range(images), labels)
     self.real_features = self.classifier(self.test_images)[1]
+    self.real_radii = metrics.knn_radii(
+      self.real_features
+    )  # most of an eval's time, were it redone
     self.conditional = config.model.generator in models.CONDITIONAL_GENERATORS
     self.trains_generator = objective.trains_generator
     self.semi_supervised = objective.uses_labels  # D's class head is trained on the label budget
@@ -278,6 +286,7 @@ class Evaluator:
           self.real_features,
           images,
           np.asarray(labels) if self.conditional else None,
+          self.real_radii,
         )
       )
     if self.semi_supervised:

@@ -108,6 +108,26 @@ def test_precision_recall_closed_form():
   assert precision == 1.0 and recall < 0.1
 
 
+def test_knn_radii_closed_form():
+  points = np.array([[0.0], [1.0], [3.0], [6.0], [10.0]])
+  np.testing.assert_array_equal(metrics.knn_radii(points, k=1), [1, 1, 2, 3, 4])
+  np.testing.assert_array_equal(metrics.knn_radii(points, k=2), [3, 2, 3, 4, 7])
+  # k at or past the set's size: the farthest point.
+  np.testing.assert_array_equal(metrics.knn_radii(points[:3], k=3), [3, 2, 3])
+
+
+def test_precision_recall_uses_the_given_real_radii():
+  rng = np.random.default_rng(1)
+  real, fake = rng.standard_normal((300, 4)), rng.standard_normal((100, 4)) + 0.5
+  radii = metrics.knn_radii(real, k=5)
+  assert metrics.precision_recall(real, fake, k=5, real_radii=radii) == metrics.precision_recall(
+    real, fake, k=5
+  )
+  # Balls of radius 0 hold no sample: precision 0, recall (the samples' balls) untouched.
+  zero = metrics.precision_recall(real, fake, k=5, real_radii=np.zeros(300))
+  assert zero == (0.0, metrics.precision_recall(real, fake, k=5)[1])
+
+
 # ---- The classifier and the metrics on the real data ----
 
 
