@@ -123,11 +123,8 @@ def check_budgets(budgets, seeds: int, variant: str, study: Study = SGAN) -> int
   return len(dataset.split('test')[1])
 
 
-def run_one(config, workdir: str) -> tuple[dict, float | None]:
-  """Trains and evaluates one run unless done; returns its eval.json and the seconds it took."""
-  scores = read_eval(workdir)
-  if scores and scores['step'] == config.train.num_steps:
-    return scores, None
+def run_one(config, workdir: str) -> tuple[dict, float]:
+  """Trains (or resumes) and evaluates one run; returns its eval.json and the seconds it took."""
   start = time.time()
   train.train_and_evaluate(config, workdir)  # resumes from a checkpoint if there is one
   scores = read_eval(workdir)
@@ -139,8 +136,27 @@ def run_one(config, workdir: str) -> tuple[dict, float | None]:
 
 
 def finished_run(config, workdir: str, test_size: int) -> dict:
-  """Trains and evaluates one run unless done (`run_one`); its record in the study's summary."""
-  scores, seconds = run_one(config, workdir)
+  """Trains and evaluates one run (`run_one`); its record in the study's summary."""
+  return run_record(*run_one(config, workdir), workdir, test_size)
+
+
+def finished_before(
+  config, workdir: str, record: dict | None, test_size: int
+) -> tuple[dict, str] | None:
+  """A run finished before this study, untouched, and how it was found; None if it is not. Its
+  workdir is the truth where there is one; its `record` in the committed summary stands in for a
+  workdir gone, and keeps the training time an earlier study measured."""
+  if not os.path.exists(workdir):
+    if record and record['step'] == config.train.num_steps:
+      return record, 'recorded before'
+    return None
+  scores = read_eval(workdir)
+  if not scores or scores['step'] != config.train.num_steps:
+    return None
+  return run_record(scores, (record or {}).get('seconds'), workdir, test_size), 'done before'
+
+
+def run_record(scores: dict, seconds: float | None, workdir: str, test_size: int) -> dict:
   return {
     'd_test_accuracy': scores['d_test_accuracy'],
     'errors': count_errors(scores['d_test_accuracy'], test_size),
@@ -289,28 +305,36 @@ def run_study(
   if schedule:
     header['schedule'] = schedule
   recorded = recorded_runs(os.path.join(summary_dir, f'{study.stem}.json'), header)
-  results = []
-  for budget in budgets:
-    for seed in range(seeds):
-      for system in study.systems:
-        name = f'{system}_n{budget}_s{seed}'
-        config = run_config(system, budget, seed, variant, steps, study)
-        workdir = os.path.join(out, name)
-        run = {'name': name, 'system': system, 'budget': budget, 'seed': seed}
-        # A workdir, where there is one, is the truth; the summary stands in for one gone.
-        gone = not os.path.exists(workdir)
-        if gone and recorded.get(name, {}).get('step') == config.train.num_steps:
-          run.update(recorded[name])
-          done = 'recorded before'
-        else:
-          run.update(finished_run(config, workdir, test_size))
-          done = 'done before' if run['seconds'] is None else f'{run["seconds"]:.0f} s'
-          if run['seconds'] is None:  # finished by an earlier study: keep the time it recorded
-            run['seconds'] = recorded.get(name, {}).get('seconds')
-        counted = f', {run["errors"]} test errors of {test_size}' if study.errors else ''
-        print(f'{name}: d_test_accuracy {run["d_test_accuracy"]:.4f} ({done}){counted}', flush=True)
-        results.append(run)
-        rows = write_summary(summary_dir, study, header, results, budgets)
+  plan = [
+    (
+      {'name': f'{system}_n{budget}_s{seed}', 'system': system, 'budget': budget, 'seed': seed},
+      run_config(system, budget, seed, variant, steps, study),
+    )
+    for budget in budgets
+    for seed in range(seeds)
+    for system in study.systems
+  ]
+  # Every run finished before, first: a study stopped before it reaches a budget keeps its rows.
+  results, done = {}, {}
+  for run, config in plan:
+    name = run['name']
+    found = finished_before(config, os.path.join(out, name), recorded.get(name), test_size)
+    if found:
+      results[name], done[name] = {**run, **found[0]}, found[1]
+  in_order = lambda: [results[run['name']] for run, _ in plan if run['name'] in results]
+  if results:
+    rows = write_summary(summary_dir, study, header, in_order(), budgets)
+  for run, config in plan:
+    name = run['name']
+    if name not in results:
+      results[name] = {**run, **finished_run(config, os.path.join(out, name), test_size)}
+      done[name] = f'{results[name]["seconds"]:.0f} s'
+      rows = write_summary(summary_dir, study, header, in_order(), budgets)
+    run = results[name]
+    counted = f', {run["errors"]} test errors of {test_size}' if study.errors else ''
+    print(
+      f'{name}: d_test_accuracy {run["d_test_accuracy"]:.4f} ({done[name]}){counted}', flush=True
+    )
   plot(rows, os.path.join(summary_dir, f'{study.stem}.png'), study, test_size)
   return rows
 

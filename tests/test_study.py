@@ -424,6 +424,34 @@ def test_a_study_resumes_from_its_summary_when_the_workdirs_are_gone(improved_ga
   assert not os.listdir(tmp_path / 'gone')
 
 
+def test_a_study_stopped_before_a_budget_keeps_that_budgets_finished_runs(
+  improved_gan_study, tmp_path
+):
+  """Every finished run is in the summary before any training: a study that trains a new, smaller
+  budget first and is stopped there keeps the others' rows, from the committed summary where
+  their workdirs are gone, or from their workdirs."""
+  out, _ = improved_gan_study
+  finished = json.loads((out / 'improved_gan_mnist.json').read_text())
+  committed, fresh = tmp_path / 'committed', tmp_path / 'fresh'
+  committed.mkdir()
+  (committed / 'improved_gan_mnist.json').write_text(json.dumps(finished))
+  listing = sorted(os.listdir(out))
+  kwargs = {'steps': IG_STEPS, 'variant': 'smoke', 'study': study_report.IMPROVED_GAN}
+  for workdirs, summary_dir in ((tmp_path / 'gone', committed), (out, fresh)):
+    with mock.patch.object(train, 'train_and_evaluate', side_effect=RuntimeError('stopped')):
+      with pytest.raises(RuntimeError, match='stopped'):
+        study.run_study(
+          [IG_BUDGET - 10, IG_BUDGET], SEEDS, str(workdirs), summary_dir=str(summary_dir), **kwargs
+        )
+    summary = json.loads((summary_dir / 'improved_gan_mnist.json').read_text())
+    assert summary['rows'] == finished['rows']
+    untimed = lambda runs: [{**run, 'seconds': None} for run in runs]
+    assert untimed(summary['runs']) == untimed(finished['runs'])
+  assert summary['runs'][0]['seconds'] is None  # no summary recorded the workdirs' time
+  assert json.loads((committed / 'improved_gan_mnist.json').read_text())['runs'] == finished['runs']
+  assert sorted(os.listdir(out)) == listing
+
+
 # --- the committed Improved GAN table (issue 21) -------------------------------------------------
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
