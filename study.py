@@ -124,7 +124,8 @@ def check_budgets(budgets, seeds: int, variant: str, study: Study = SGAN) -> int
 
 
 def run_one(config, workdir: str) -> tuple[dict, float]:
-  """Trains (or resumes) and evaluates one run; returns its eval.json and the seconds it took."""
+  """Trains (or resumes) and evaluates one run; returns its eval.json and the seconds this call
+  took (a resumed run's since its checkpoint)."""
   start = time.time()
   train.train_and_evaluate(config, workdir)  # resumes from a checkpoint if there is one
   scores = read_eval(workdir)
