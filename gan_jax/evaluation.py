@@ -243,9 +243,8 @@ class Evaluator:
       images, labels = dataset.split('validation')
       self.scored_splits['validation'] = (data.to_unit_range(images), labels)
     self.real_features = self.classifier(self.test_images)[1]
-    self.real_radii = metrics.knn_radii(
-      self.real_features
-    )  # most of an eval's time, were it redone
+    # Computed once: redone at every evaluation, they were most of its time.
+    self.real_radii = metrics.knn_radii(self.real_features)
     self.conditional = config.model.generator in models.CONDITIONAL_GENERATORS
     self.trains_generator = objective.trains_generator
     self.semi_supervised = objective.uses_labels  # D's class head is trained on the label budget
