@@ -30,8 +30,9 @@ The paper's model and objective, as the reference code has them:
   weights with a warm-up, which differs only over the first tens of thousands of steps).
 
 Differences from the reference, all small: pixels are uint8/255 in D (the reference's
-uint8/256); G's feature-matching real batch is the step's unlabeled batch (the reference draws
-a second one).
+uint8/256); G's update reuses the D update's noise and unlabeled batch (train.g_batch='shared',
+as the table ran), where the reference draws new noise and a second unlabeled batch for it
+(`--config.train.g_batch=fresh`; at 20 labels the two measured alike: README).
 
 The labeled subset: each seed draws its own 10 per class. The reference picks it with a seed of
 its own, `--seed_data` (default 1), apart from the `--seed` of the run;

@@ -6,16 +6,29 @@
 them alike: `batch` for a pool's batch, `for_call` for a call's order, `seed_axes` for the
 seeds' vmap, and `per_step` / `of_step` for a scan over a call's steps.
 
-A pool is what batches are drawn from: 'real' (the whole split) and 'labeled' (each
-seed's labeled subset; a dummy index without a label budget).
+A pool is what batches are drawn from: 'real' (the whole split), 'labeled' (each seed's
+labeled subset; a dummy index without a label budget) and 'g_real' (the whole split again, in an
+order of its own: G's real batches with train.g_batch='fresh').
 """
 
 from collections.abc import Callable
 
 import flax.struct
 import jax
+from ml_collections import ConfigDict
 
 from gan_jax import data
+from gan_jax.objective import Objective
+
+
+def pool_sizes(config: ConfigDict, objective: Objective) -> dict[str, int]:
+  """The batch size of each pool a step of `config` draws from, by name."""
+  sizes = {'real': config.data.batch_size}
+  if objective.uses_labels:
+    sizes['labeled'] = config.data.labeled_batch_size or config.data.batch_size
+  if objective.trains_generator and config.train.g_batch == 'fresh':
+    sizes['g_real'] = config.data.batch_size
+  return sizes
 
 
 @flax.struct.dataclass

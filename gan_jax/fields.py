@@ -22,6 +22,7 @@ from gan_jax.errors import BadInput
 from gan_jax.state import OPTIMIZERS
 
 UPDATE_ORDERS = ('alternating', 'simultaneous')
+G_BATCHES = ('shared', 'fresh')
 ON_NONFINITE = ('stop', 'rollback')
 COMPUTE_DTYPES = ('float32', 'bfloat16')
 INT32_MAX = 2**31 - 1  # seeds become int32 arrays
@@ -267,6 +268,13 @@ FIELDS: dict[str, Field] = {
     'alternating',
     "'alternating': G is scored by D after D's update; 'simultaneous': before it",
     UPDATE_ORDERS,
+  ),
+  'train.g_batch': _choice(
+    'shared',
+    "G's update: 'shared' reuses the last D update's noise and real batch (one G pass a step); "
+    "'fresh' draws noise and a real batch of its own (Salimans et al. 2016's reference)",
+    G_BATCHES,
+    before='shared',
   ),
   'train.log_every': _int(50, 'steps between metric rows', gt=0, resumable=True),
   'train.sample_every': _int(500, 'steps between sample grids', gt=0, resumable=True),

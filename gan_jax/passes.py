@@ -39,6 +39,7 @@ class StepSpec:
   latent_dim: int
   d_steps: int
   simultaneous: bool  # G is scored by D before D's update of this step
+  fresh_g_batch: bool  # G's update draws its own noise and real batch
   bfloat16: bool
   batch_sharding: NamedSharding
   augment: tuple[str, ...]  # DiffAugment's policy, () = off
@@ -59,6 +60,7 @@ class StepSpec:
       config.model.latent_dim,
       config.train.d_steps,
       config.train.update_order == 'simultaneous',
+      config.train.g_batch == 'fresh',
       config.model.compute_dtype == 'bfloat16',
       parallel.batch_sharding(mesh),
       augment.parse_policy(config.data.augment),

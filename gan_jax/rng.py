@@ -16,7 +16,8 @@ import jax
   SAMPLE_STREAM,
   EVAL_STREAM,
   AUGMENT_STREAM,
-) = range(8)
+  G_DATA_STREAM,
+) = range(9)
 
 
 def stream_key(seed: int | jax.Array, stream: int) -> jax.Array:
@@ -25,13 +26,18 @@ def stream_key(seed: int | jax.Array, stream: int) -> jax.Array:
 
 
 class StepKeys(NamedTuple):
-  """The keys of one step: batch order, labeled-batch order, this step's noise and dropout, and
-  its augmentations."""
+  """The keys of one step: batch order, labeled-batch order, this step's noise and dropout, its
+  augmentations, and the order of G's own real batches (train.g_batch='fresh')."""
 
   data: jax.Array
   labeled: jax.Array
   step: jax.Array
   augment: jax.Array
+  g_data: jax.Array
+
+  def of_pools(self) -> dict[str, jax.Array]:
+    """The key that orders each pool's batches (`batches.pool_sizes` names the pools)."""
+    return {'real': self.data, 'labeled': self.labeled, 'g_real': self.g_data}
 
 
 def step_keys(rng: jax.Array, step: jax.Array) -> StepKeys:
@@ -41,4 +47,5 @@ def step_keys(rng: jax.Array, step: jax.Array) -> StepKeys:
     jax.random.fold_in(rng, LABELED_STREAM),
     per_step(STEP_STREAM),
     per_step(AUGMENT_STREAM),
+    jax.random.fold_in(rng, G_DATA_STREAM),
   )

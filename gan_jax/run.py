@@ -8,7 +8,7 @@ from ml_collections import ConfigDict
 import numpy as np
 
 from gan_jax import checks, parallel, stream
-from gan_jax.batches import DeviceBatches
+from gan_jax.batches import DeviceBatches, pool_sizes
 from gan_jax.checkpoint import Checkpointer
 from gan_jax.errors import BadInput
 from gan_jax.grids import SampleGrids
@@ -55,13 +55,13 @@ def batch_source(
   real = [np.arange(len(setup.labels), dtype=np.int32) for _ in labeled]
   # A pool must not be empty: without a label budget the labeled pool is a dummy index.
   labeled_pool = [l if len(l) else np.zeros((1,), np.int32) for l in labeled]
+  sizes = pool_sizes(config, setup.objective)
   pools = {'real': seeds.stack(real), 'labeled': seeds.stack(labeled_pool)}
+  if 'g_real' in sizes:
+    pools['g_real'] = pools['real']
   visible = seeds.stack([setup.visible_labels(l) for l in labeled])
   if stream.fits_on_device(setup.images, config.data.device_bytes):
     return parallel.put_replicated(DeviceBatches(setup.images, visible, pools), setup.replicated)
-  sizes = {'real': config.data.batch_size}
-  if setup.objective.uses_labels:
-    sizes['labeled'] = config.data.labeled_batch_size or config.data.batch_size
   return stream.HostBatches(
     setup.images,
     visible,

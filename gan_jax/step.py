@@ -15,7 +15,7 @@ from ml_collections import ConfigDict
 import optax
 
 from gan_jax import augment, losses, parallel
-from gan_jax.batches import Batches, DeviceBatches, first_step
+from gan_jax.batches import Batches, DeviceBatches, first_step, pool_sizes
 from gan_jax.passes import StepSpec, augmentations, discriminate, gather, generate
 from gan_jax.rng import step_keys
 from gan_jax.seeds import Seeds
@@ -138,10 +138,11 @@ def g_update(
 def train_step(
   spec: StepSpec, state: GANState, batches: Batches, step: jax.Array | None = None
 ) -> tuple[GANState, dict]:
-  """One step of one seed: `d_steps` D updates, then G's update on the last D update's fakes
-  (scored by D after that update, or before it with 'simultaneous' order). `step`: the step
-  number (default `state.step`), which decides the lazy terms' updates; under the seeds' vmap it
-  must be unbatched, or lax.cond turns into a select that runs both forms of the update."""
+  """One step of one seed: `d_steps` D updates, then G's update on the last D update's fakes and
+  real batch, or with train.g_batch='fresh' on noise and a real batch of its own (scored by D
+  after the D updates, or before the last with 'simultaneous' order). `step`: the step number
+  (default `state.step`), which decides the lazy terms' updates; under the seeds' vmap it must be
+  unbatched, or lax.cond turns into a select that runs both forms of the update."""
   objective = spec.objective
   step = state.step if step is None else step
   keys = step_keys(state.rng, state.step)
@@ -190,6 +191,13 @@ def train_step(
   }
   g_state = state.g
   if objective.trains_generator:
+    if spec.fresh_g_batch:
+      # Its own stream of real batches, one a step, indexed as the step's last D update's.
+      real = gather(spec, batches, 'g_real', keys.g_data, data_index, spec.batch_size, i)
+      labels = real[1]
+      z_key = jax.random.fold_in(keys.step, spec.d_steps + 1)  # 0..d_steps are the updates'
+      z = spec.shard(jax.random.normal(z_key, (spec.batch_size, spec.latent_dim)))
+      fake, pull_back, g_batch_stats = generate(spec, state.g, state.g.batch_stats, z, labels)
     g_state, g_metrics = g_update(
       spec,
       state.g,
@@ -343,17 +351,14 @@ def build_step(
     # Every seed is at the same step: one step number for all lets lazy updates skip their terms.
     return every_seed(state, batches, seeds.common(state.step))
 
-  sizes = {'real': spec.batch_size}
-  if spec.objective.uses_labels:
-    sizes['labeled'] = spec.labeled_batch_size
+  sizes = pool_sizes(config, spec.objective)
 
   def order_call(state: GANState, batches: Batches, num_steps: int) -> Batches:
     """The batch positions of every step of the call, drawn before its first (each epoch's
     permutation once, not once a step)."""
 
     def one_seed(state: GANState, batches: DeviceBatches) -> dict:
-      keys = step_keys(state.rng, state.step)
-      pool_keys = {'real': keys.data, 'labeled': keys.labeled}
+      pool_keys = step_keys(state.rng, state.step).of_pools()
       return batches.order_of_call(pool_keys, state.step, num_steps, spec.d_steps, sizes)
 
     def draw_order(batches: DeviceBatches) -> dict:

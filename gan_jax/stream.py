@@ -37,11 +37,11 @@ def local_rows(sharding: NamedSharding, shape: tuple[int, ...], axis: int) -> np
 
 
 class HostBatches:
-  """Each step's real (and labeled) batches, read on the host and put on the devices.
+  """Each step's batches of every pool, read on the host and put on the devices.
 
-  `pools`: each pool's indices into `images` ('real', and 'labeled' where the objective uses
-  labels), and `labels` the labels the step may see, both in the run's seed layout; `rngs` the
-  run's key of each seed. `take(step, n)` gives the batches of a call of `n` steps from `step`.
+  `pools`: each pool's indices into `images` (`batches.pool_sizes` names those a step draws),
+  and `labels` the labels the step may see, both in the run's seed layout; `rngs` the run's key
+  of each seed. `take(step, n)` gives the batches of a call of `n` steps from `step`.
   """
 
   def __init__(
@@ -77,8 +77,7 @@ class HostBatches:
 
   def _indices(self, rng: jax.Array, step: jax.Array) -> dict[str, jax.Array]:
     """One seed's image indices of `step`: [d_steps, batch] per pool, as the step draws them."""
-    keys = step_keys(rng, step)
-    pool_keys = {'real': keys.data, 'labeled': keys.labeled}
+    pool_keys = step_keys(rng, step).of_pools()
 
     def draw(name: str, d_step: int) -> jax.Array:
       index = step * self.d_steps + d_step

@@ -20,10 +20,12 @@ VALIDATION = 400
 @pytest.fixture(scope='module')
 def smoke_run(tmp_path_factory, classifier):
   """A 4-step run with an evaluation at its end and 400 training images held out (its eval
-  classifier is the session's, trained once with optimizations on)."""
+  classifier is the session's, trained once with optimizations on); G's update draws its own
+  noise and real batch, as the reference's does (train.g_batch='fresh')."""
   workdir = tmp_path_factory.mktemp('improved_gan')
   config = load_config('improved_gan_mnist')
   config.data.validation = VALIDATION
+  config.train.g_batch = 'fresh'
   config.eval.every = 4
   train.train_and_evaluate(config, str(workdir))
   run = Run(config, str(workdir))
@@ -51,6 +53,9 @@ def test_validation_images_are_held_out_of_training(smoke_run):
   assert run.setup.image_shape == whole.shape[1:] and run.batches.images.shape[0] == len(
     train_images
   )
+  # Every pool, G's own included, indexes the training images alone.
+  assert set(run.batches.pools) == {'real', 'labeled', 'g_real'}
+  assert all(int(pool.max()) < len(train_images) for pool in run.batches.pools.values())
 
 
 def test_d_is_initialised_on_training_images(smoke_run):

@@ -1,7 +1,7 @@
 """The step's update options through `step.train_step`, each against a hand-written update.
 
-`update_order='simultaneous'`, `train.d_steps=2`, `g_terms.feature_matching` > 0 and
-`loss.hparams.minimax=True`: each on a tiny MLP GAN (4×4 images, 8 hidden units, batch 4) run
+`update_order='simultaneous'`, `train.d_steps=2`, `g_terms.feature_matching` > 0,
+`loss.hparams.minimax=True` and `train.g_batch='fresh'`: each on a tiny MLP GAN (4×4 images, 8 hidden units, batch 4) run
 for two steps by gan_jax's step and by the reference below, which is written from the definitions
 (the losses with jnp.log and jax.nn.sigmoid, not gan_jax.losses). Both networks train with plain
 SGD, so an update is exactly −lr × the gradient: Adam's first steps are ±lr whatever the
@@ -9,7 +9,9 @@ gradient's size, and would hide a wrong loss with the right signs.
 
 The reference draws its batches and noise as step.py documents them: D update i of step t reads
 real batch t·d_steps + i of the data stream and noise from the first of three keys split from
-fold_in(step key, i); G's update reuses the last D update's noise and real batch. The MLP D has
+fold_in(step key, i); G's update reuses the last D update's noise and real batch, or with
+g_batch='fresh' draws noise from fold_in(step key, d_steps + 1) and the real batch of the same
+index from a stream of its own (G_DATA_STREAM, pool 'g_real'). The MLP D has
 neither dropout nor BatchNorm, so no other key reaches these numbers.
 
 Each test also checks that the reference with the option flipped is far from the step, so that
@@ -51,12 +53,13 @@ OTHER_UPDATE = 0.1
 
 
 class Options(NamedTuple):
-  """The four options, as the reference takes them."""
+  """The five options, as the reference takes them."""
 
   simultaneous: bool = False
   d_steps: int = 1
   feature_matching: float = 0.0
   minimax: bool = False
+  fresh_g_batch: bool = False
 
 
 def tiny_config(options: Options):
@@ -71,6 +74,7 @@ def tiny_config(options: Options):
   config.train.d_steps = options.d_steps
   config.loss.g_terms = {'bce_gen': 1.0, 'feature_matching': options.feature_matching}
   config.loss.hparams.minimax = options.minimax
+  config.train.g_batch = 'fresh' if options.fresh_g_batch else 'shared'
   return config
 
 
@@ -94,7 +98,11 @@ def setup() -> Setup:
   batches = DeviceBatches(
     images=rng.integers(0, 256, (POOL, *IMAGE_SHAPE), dtype=np.uint8),
     labels=rng.integers(0, NUM_CLASSES, POOL).astype(np.int32),
-    pools={'real': np.arange(POOL, dtype=np.int32), 'labeled': np.zeros((1,), np.int32)},
+    pools={
+      'real': np.arange(POOL, dtype=np.int32),
+      'labeled': np.zeros((1,), np.int32),
+      'g_real': np.arange(POOL, dtype=np.int32),
+    },
   )
   mesh = parallel.make_mesh()
   # Placed as the step places its output, so that its second call does not compile again.
@@ -133,7 +141,7 @@ def reference_step(
 ):
   """One step from the definitions: `options.d_steps` D updates (BCE) on batches and noise of
   their own, then G's update on the last one's fakes, scored by D after that update (or before
-  it, `simultaneous`). G's loss: −log D(G(z)), or log(1 − D(G(z))) with `minimax`, plus
+  it, `simultaneous`), or on noise and a real batch of its own (`fresh_g_batch`). G's loss: −log D(G(z)), or log(1 − D(G(z))) with `minimax`, plus
   `feature_matching` × ‖mean f(x) − mean f(G(z))‖² on D's features f. Returns the new G and D
   parameters and the last D loss and G's loss."""
   data_key = jax.random.fold_in(rng, rng_lib.DATA_STREAM)
@@ -163,6 +171,11 @@ def reference_step(
     d_params = jax.tree.map(lambda p, g: p - LR * g, d_params, d_grads)
 
   scoring = d_before if options.simultaneous else d_params
+  if options.fresh_g_batch:
+    g_data_key = jax.random.fold_in(rng, rng_lib.G_DATA_STREAM)
+    idx = batches.pools['g_real'][batch_indices(g_data_key, index, POOL, BATCH)]
+    real, labels = to_unit_range(batches.images[idx]), batches.labels[idx]
+    z = jax.random.normal(jax.random.fold_in(step_key, options.d_steps + 1), (BATCH, LATENT))
 
   def g_loss(params):
     fake_logits, fake_features = d_out(scoring, fakes(params, z, labels), labels)
@@ -255,3 +268,12 @@ def test_minimax_g_minimises_log_one_minus_d(setup):
   at −2, so D calls the fakes fake (D(G(z)) ≈ 0.1), where the two gradients differ most (the
   minimax one saturates)."""
   check_against_reference(Options(minimax=True), Options(minimax=False), setup, d_bias=-2.0)
+
+
+def test_fresh_g_batch_draws_gs_own_noise_and_real_batch(setup):
+  """g_batch='fresh' (with feature matching, so that G's real batch counts): G's update runs on
+  noise and a real batch of its own, as Salimans et al.'s reference draws them, not on the D
+  update's fakes and reals; D's update is the same."""
+  check_against_reference(
+    Options(feature_matching=0.5, fresh_g_batch=True), Options(feature_matching=0.5), setup
+  )

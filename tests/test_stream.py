@@ -59,11 +59,13 @@ def test_interrupted_streamed_run_resumes_to_the_straight_one(runs):
 
 @pytest.fixture(scope='module')
 def sgan_runs(tmp_path_factory):
-  """SGAN's runs (a label budget: a labeled pool beside the real one) on the device and streamed,
-  set up but not trained."""
+  """SGAN's runs on the device and streamed, set up but not trained: a label budget and
+  train.g_batch='fresh', so a labeled pool and G's own real pool beside the real one."""
   runs = []
   for streaming in (False, True):
-    run = Run(streamed(several('sgan'), streaming), str(tmp_path_factory.mktemp('sgan')))
+    config = streamed(several('sgan'), streaming)
+    config.train.g_batch = 'fresh'
+    run = Run(config, str(tmp_path_factory.mktemp('sgan')))
     run.checkpointer.close()
     runs.append(run)
   return runs
@@ -74,7 +76,7 @@ def host_batches(sgan_runs):
   return sgan_runs[1].batches
 
 
-def test_streamed_batches_of_both_pools_are_the_gathered_ones(sgan_runs):
+def test_streamed_batches_of_every_pool_are_the_gathered_ones(sgan_runs):
   """passes.gather on each seed's on-device batches and on the streamed ones, at steps 0 and 3."""
   on_device, streaming = sgan_runs
   spec = StepSpec.from_config(
@@ -83,7 +85,8 @@ def test_streamed_batches_of_both_pools_are_the_gathered_ones(sgan_runs):
     on_device.setup.discriminator,
     on_device.setup.mesh,
   )
-  pools = (('real', 'data', 8), ('labeled', 'labeled', 8))
+  pools = (('real', 'data', 8), ('labeled', 'labeled', 8), ('g_real', 'g_data', 8))
+  assert set(streaming.batches.take(0, 1).pools) == {name for name, _, _ in pools}
   for step in (0, 3):
     batches = streaming.batches.take(step, 1)
     for k, seed_state in enumerate(on_device.setup.seeds.split(on_device.state)):

@@ -242,6 +242,7 @@ def test_standard_tfds_name_through_mock_data(tmp_path):
     ('train.num_steps', 0, 'train.num_steps'),
     ('data.batch_size', 0, 'data.batch_size'),
     ('train.update_order', 'random', 'train.update_order'),
+    ('train.g_batch', 'new', "train.g_batch='new' is not valid; valid choices: fresh, shared"),
     ('train.steps_per_call', 0, 'train.steps_per_call'),
     ('model.compute_dtype', 'float16', "model.compute_dtype='float16'"),
     ('train.steps_per_call', 3, 'train.log_every=2 must be a multiple of train.steps_per_call=3'),
