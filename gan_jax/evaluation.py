@@ -118,7 +118,8 @@ def train_classifier(images: np.ndarray, labels: np.ndarray, num_classes: int) -
 
   carry = (params, tx.init(params))
   for i in tqdm.trange(CLASSIFIER_EPOCHS, desc='eval classifier', unit='epoch', leave=False):
-    carry = epoch(carry, i)
+    # Wait for each epoch: dispatch is asynchronous, and a bar that fills at once lies.
+    carry = jax.block_until_ready(epoch(carry, i))
   return carry[0]
 
 
