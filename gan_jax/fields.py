@@ -80,6 +80,14 @@ def _optimizer(net: str, name: str) -> dict[str, Field]:
       ge=0,
       before=0.0,
     ),
+    f'optimizer.{net}.linear_decay': _float(
+      0.0,
+      f"{name}'s learning rate falls linearly to 0 over this last fraction of train.num_steps "
+      '(the first Improved GAN code: 1/3)',
+      ge=0,
+      le=1,
+      before=0.0,
+    ),
     f'optimizer.{net}.momentum': Field(
       None, "SGD's momentum (none if absent)", Domain('float', ge=0, lt=1, optional=True)
     ),

@@ -71,14 +71,25 @@ def apply_inference(module: nn.Module, net: NetState, *inputs):
 
 
 OPTIMIZERS = {
-  'adam': lambda c: optax.adam(c.learning_rate, b1=c.b1, b2=c.b2, eps=c.eps, eps_root=c.eps_root),
-  'sgd': lambda c: optax.sgd(c.learning_rate, momentum=c.get('momentum') or None),
-  'rmsprop': lambda c: optax.rmsprop(c.learning_rate),
+  'adam': lambda c, lr: optax.adam(lr, b1=c.b1, b2=c.b2, eps=c.eps, eps_root=c.eps_root),
+  'sgd': lambda c, lr: optax.sgd(lr, momentum=c.get('momentum') or None),
+  'rmsprop': lambda c, lr: optax.rmsprop(lr),
 }
 
 
-def make_optimizer(config: ConfigDict) -> optax.GradientTransformation:
-  return OPTIMIZERS[config.name](config)
+def learning_rate(config: ConfigDict, num_steps: int) -> float | optax.Schedule:
+  """`config.learning_rate`, falling linearly to 0 at update `num_steps` over the last
+  `config.linear_decay` of them where that is > 0 (a constant stays a float, so the optimizer's
+  state, and the checkpoints of runs without a decay, keep their structure)."""
+  if not config.get('linear_decay'):
+    return config.learning_rate
+  span = max(1, round(config.linear_decay * num_steps))
+  return optax.linear_schedule(config.learning_rate, 0.0, span, transition_begin=num_steps - span)
+
+
+def make_optimizer(config: ConfigDict, num_steps: int) -> optax.GradientTransformation:
+  """The optimizer `config` (one of `optimizer.{g,d}`) names, for a run of `num_steps` updates."""
+  return OPTIMIZERS[config.name](config, learning_rate(config, num_steps))
 
 
 def _init_net(
@@ -111,8 +122,11 @@ def create_state(
   z = jnp.zeros((1, config.model.latent_dim), jnp.float32)
   images = jnp.zeros((1, *image_shape), jnp.float32) if init_images is None else init_images
   labels = jnp.zeros((images.shape[0],), jnp.int32)
-  g = _init_net(generator, make_optimizer(config.optimizer.g), g_key, z, labels[:1])
-  d = _init_net(discriminator, make_optimizer(config.optimizer.d), d_key, images, labels)
+  num_steps = config.train.num_steps  # D updates d_steps times a step
+  g_tx = make_optimizer(config.optimizer.g, num_steps)
+  d_tx = make_optimizer(config.optimizer.d, num_steps * config.train.d_steps)
+  g = _init_net(generator, g_tx, g_key, z, labels[:1])
+  d = _init_net(discriminator, d_tx, d_key, images, labels)
   return GANState(
     step=jnp.zeros((), jnp.int32),
     rng=key,

@@ -264,9 +264,10 @@ def test_spectral_norm_gives_each_kernel_a_largest_singular_value_of_one():
 
 
 def test_resume_is_bitwise_with_every_option_on(tmp_path, monkeypatch):
-  """Spectral norm (its vectors in the checkpoint), EMA of G, DiffAugment with ADA, hinge and lazy
-  R1: an interrupted and resumed run ends where the straight one does, bit for bit. ADA's p starts
-  at 0.5 here: from 0, its 4 steps would reach 6.4e-5 at most and transform no image."""
+  """Spectral norm (its vectors in the checkpoint), EMA of G, DiffAugment with ADA, hinge, lazy
+  R1 and D's decaying learning rate (its count in the checkpoint): an interrupted and resumed run
+  ends where the straight one does, bit for bit. ADA's p starts at 0.5 here: from 0, its 4 steps
+  would reach 6.4e-5 at most and transform no image."""
   config = load_config('gan')  # MLPs: the options are under test, not the networks
   config.model.d_kwargs = {'spectral_norm': True}
   config.model.g_ema_decay = 0.99
@@ -275,6 +276,7 @@ def test_resume_is_bitwise_with_every_option_on(tmp_path, monkeypatch):
   config.loss.d_terms = {'hinge_real': 1.0, 'hinge_fake': 1.0, 'r1': 1.0}
   config.loss.g_terms = {'critic_gen': 1.0}
   config.loss.hparams.lazy_every = 2
+  config.optimizer.d.linear_decay = 0.5
   fresh = lambda *args: state_lib.create_state(*args).replace(augment_p=jnp.float32(0.5))
   monkeypatch.setattr(run_lib, 'create_state', fresh)
   straight, interrupted = straight_and_interrupted_runs(config, tmp_path)
