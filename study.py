@@ -33,7 +33,7 @@ the test curve:
   python study.py --study=improved_gan --steps_from=docs/study/CURVE.json --within=13 ...
 
 --curve_of writes a run's test and validation errors at each evaluation (train it with
-data.validation > 0); --steps_from takes the first evaluation step within --within errors of the
+data.validation > 0), a file for each seed of a run of several (--out=curve_s{seed}.json); --steps_from takes the first evaluation step within --within errors of the
 validation minimum, and the summary records that choice beside the steps.
 """
 
@@ -79,7 +79,10 @@ _SUMMARY_DIR = flags.DEFINE_string(
   'JSON at their final step whose workdirs are gone are not run again.',
 )
 _CURVE_OF = flags.DEFINE_string(
-  'curve_of', '', "Writes this workdir's test and validation curve to --out (a .json) and exits."
+  'curve_of',
+  '',
+  "Writes this workdir's test and validation curve to --out (a .json; with a '{seed}' in it, "
+  'one per seed of a run of several) and exits.',
 )
 _VARIANT = flags.DEFINE_string('config_variant', '', 'Config argument, e.g. "smoke".')
 
@@ -174,15 +177,35 @@ def accuracy_curve(workdir: str) -> list[list[float]]:
   return [[r['step'], r['eval/d_test_accuracy']] for r in rows if 'eval/d_test_accuracy' in r]
 
 
-def run_curve(workdir: str) -> dict:
-  """A run's curve, to commit where its workdir may not last: test (and validation) errors at
-  each evaluation, the evaluations and the training metrics, from metrics.jsonl and config.json."""
+def run_seeds(workdir: str) -> int:
+  """How many seeds the run in `workdir` trains at once (config.num_seeds)."""
   if not os.path.exists(os.path.join(workdir, 'metrics.jsonl')):
     raise BadInput(f"--curve_of={workdir} is not a run's workdir: it has no metrics.jsonl")
   with open(os.path.join(workdir, 'config.json')) as f:
+    return json.load(f).get('num_seeds', 1)
+
+
+def seed_rows(rows: list[dict], index: int, num_seeds: int) -> list[dict]:
+  """The metric rows of the `index`-th of a run's `num_seeds` seeds, under the names a run of
+  one seed logs (a vmapped run logs 'name/seed_i' beside the mean)."""
+  if num_seeds == 1:
+    return rows
+  suffix = f'/seed_{index}'
+  return [
+    {'step': r['step'], **{k.removesuffix(suffix): v for k, v in r.items() if k.endswith(suffix)}}
+    for r in rows
+  ]
+
+
+def run_curve(workdir: str, index: int = 0) -> dict:
+  """A run's curve, to commit where its workdir may not last: test (and validation) errors at
+  each evaluation, the evaluations and the training metrics, from metrics.jsonl and config.json;
+  of its `index`-th seed where it trains several."""
+  num_seeds = run_seeds(workdir)
+  with open(os.path.join(workdir, 'config.json')) as f:
     config = json.load(f)
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    rows = [json.loads(line) for line in f if line.strip()]
+    rows = seed_rows([json.loads(line) for line in f if line.strip()], index, num_seeds)
   evaluations = [
     {'step': r['step'], **{k.split('/', 1)[1]: v for k, v in r.items() if k.startswith('eval/')}}
     for r in rows
@@ -202,7 +225,7 @@ def run_curve(workdir: str) -> dict:
   steps, last = config['train']['num_steps'], rows[-1]['step'] if rows else 0
   curve = {
     'budget': config['data']['num_labeled'],
-    'seed': config['seed'],
+    'seed': config['seed'] + index,
     'num_steps': steps,
     'status': 'finished' if last == steps else f'last logged at step {last} of {steps}',
     'test_size': sizes['test'],
@@ -212,6 +235,20 @@ def run_curve(workdir: str) -> dict:
   keys = ('step', 'd_loss', 'g_loss', 'd_acc_real', 'd_acc_fake', 'g/feature_matching')
   training = [{k: r[k] for k in keys if k in r} for r in rows if 'd_loss' in r]
   return {**curve, 'evaluations': evaluations, 'training': training, 'config': config}
+
+
+def write_curves(workdir: str, out: str) -> None:
+  """`run_curve` of each seed of the run to `out`, whose '{seed}' a run of several seeds fills."""
+  num_seeds = run_seeds(workdir)
+  if num_seeds > 1 and '{seed}' not in out:
+    raise BadInput(
+      f'--curve_of={workdir} trains {num_seeds} seeds: give --out a {{seed}} for a file each, '
+      f'e.g. --out=curve_s{{seed}}.json'
+    )
+  for index in range(num_seeds):
+    curve = run_curve(workdir, index)
+    path = out.replace('{seed}', str(curve['seed']))
+    atomic_write_bytes(path, json.dumps(curve, indent=1).encode())
 
 
 def steps_from_curve(path: str, within: int) -> dict:
@@ -352,7 +389,7 @@ def main(argv):
     raise app.UsageError(f'--budgets={",".join(budgets)}: integers expected') from None
   try:
     if _CURVE_OF.value:
-      atomic_write_bytes(_OUT.value, json.dumps(run_curve(_CURVE_OF.value), indent=1).encode())
+      write_curves(_CURVE_OF.value, _OUT.value)
       return
     if _STEPS_FROM.value and _STEPS.value:
       raise BadInput('--steps and --steps_from both set: give one')

@@ -493,3 +493,35 @@ def test_readme_shows_the_committed_table():
   assert len(rows) > 2  # the header, its rule and at least one budget
   start = readme.index(rows[0])
   assert readme[start : start + len(rows)] == rows
+
+
+def test_a_run_of_several_seeds_writes_a_curve_for_each(tmp_path):
+  """`--curve_of` on a made-up run of 2 vmapped seeds: each seed's file holds its own errors and
+  training metrics, under its own seed; an --out without '{seed}' is refused before writing."""
+  config = study.run_config('improved_gan', 20, 3, 'smoke', 40, study_report.IMPROVED_GAN)
+  config.num_seeds = 2
+  (tmp_path / 'config.json').write_text(config.to_json_best_effort())
+  rows = [
+    {'step': 40, 'd_loss': 1.5, 'd_loss/seed_0': 1.0, 'd_loss/seed_1': 2.0, 'd_loss/std': 0.5},
+    {
+      'step': 40,
+      'eval/d_test_accuracy': 0.85,
+      'eval/d_test_accuracy/seed_0': 0.9,
+      'eval/d_test_accuracy/seed_1': 0.8,
+      'eval/d_test_accuracy/std': 0.05,
+    },
+  ]
+  (tmp_path / 'metrics.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in rows))
+  out = tmp_path / 'out'
+  out.mkdir()
+  with pytest.raises(BadInput, match=r'trains 2 seeds: give --out a \{seed\}'):
+    study.write_curves(str(tmp_path), str(out / 'curve.json'))
+  assert not list(out.iterdir())
+  study.write_curves(str(tmp_path), str(out / 'curve_s{seed}.json'))
+  test_size = len(mnist5k_dataset(28).split('test')[1])
+  for seed, accuracy, d_loss in ((3, 0.9, 1.0), (4, 0.8, 2.0)):
+    curve = json.loads((out / f'curve_s{seed}.json').read_text())
+    assert (curve['seed'], curve['status']) == (seed, 'finished')
+    assert curve['test_errors'] == [[40, round((1 - accuracy) * test_size)]]
+    assert curve['evaluations'] == [{'step': 40, 'd_test_accuracy': accuracy}]
+    assert curve['training'] == [{'step': 40, 'd_loss': d_loss}]
