@@ -299,14 +299,18 @@ def command(
 
 def recorded_runs(path: str, header: dict) -> dict[str, dict]:
   """The finished runs a summary JSON records for this same study (its header's steps, data and
-  variant), by name: a study resumes from its committed summary when the workdirs are gone."""
+  variant), by name: a study resumes from its committed summary when the workdirs are gone. The
+  summary of another study is refused, never overwritten."""
   if not os.path.exists(path):
     return {}
   with open(path) as f:
     summary = json.load(f)
-  same = ('study', 'dataset', 'num_steps', 'config_variant')
-  if any(summary.get(key) != header[key] for key in same):
-    return {}
+  for key in ('study', 'dataset', 'num_steps', 'config_variant'):
+    if summary.get(key) != header[key]:
+      raise BadInput(
+        f'{path} records another study ({key} {summary.get(key)!r}, this one {header[key]!r}): '
+        'give this one a --summary_dir of its own'
+      )
   return {run['name']: run for run in summary['runs']}
 
 

@@ -401,8 +401,8 @@ def test_a_runs_curve_counts_its_test_and_validation_errors(tmp_path):
 
 
 def test_a_study_resumes_from_its_summary_when_the_workdirs_are_gone(improved_gan_study, tmp_path):
-  """Its committed summary alone: every run recorded, none trained; a summary of other steps is
-  not taken for this study's."""
+  """Its committed summary alone: every run recorded, none trained; a study of other steps or
+  another variant is refused before it trains or writes, and the summary stays as it was."""
   out, _ = improved_gan_study
   summary_dir = tmp_path / 'docs'
   summary_dir.mkdir()
@@ -412,10 +412,15 @@ def test_a_study_resumes_from_its_summary_when_the_workdirs_are_gone(improved_ga
   kwargs = {'variant': 'smoke', 'study': study_report.IMPROVED_GAN, 'summary_dir': str(summary_dir)}
   with mock.patch.object(train, 'train_and_evaluate', side_effect=AssertionError('trained')):
     rows = study.run_study(*args, steps=IG_STEPS, **kwargs)
-    with pytest.raises(AssertionError, match='trained'):
+    written = (summary_dir / 'improved_gan_mnist.json').read_text()
+    with pytest.raises(BadInput, match=r'records another study \(num_steps .*--summary_dir of its'):
       study.run_study(*args, steps=IG_STEPS + 1, **kwargs)
+    other_variant = {**kwargs, 'variant': 'first_commit,smoke'}
+    with pytest.raises(BadInput, match=r"\(config_variant 'smoke', this one 'first_commit,smoke'"):
+      study.run_study(*args, steps=IG_STEPS, **other_variant)
+  assert (summary_dir / 'improved_gan_mnist.json').read_text() == written
   assert rows == finished['rows']
-  resumed = json.loads((summary_dir / 'improved_gan_mnist.json').read_text())
+  resumed = json.loads(written)
   assert finished['runs'] == resumed['runs']
   assert resumed['command'].endswith(
     f'--summary_dir={summary_dir} --steps={IG_STEPS} --config_variant=smoke'
