@@ -33,8 +33,9 @@ the test curve:
   python study.py --study=improved_gan --steps_from=docs/study/CURVE.json --within=13 ...
 
 --curve_of writes a run's test and validation errors at each evaluation (train it with
-data.validation > 0), a file for each seed of a run of several (--out=curve_s{seed}.json); --steps_from takes the first evaluation step within --within errors of the
-validation minimum, and the summary records that choice beside the steps.
+data.validation > 0), a file for each seed of a run of several (--out=curve_s{seed}.json);
+--steps_from takes the first evaluation step within --within errors of the validation minimum,
+and the summary records that choice beside the steps.
 """
 
 import importlib
