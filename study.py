@@ -178,12 +178,12 @@ def accuracy_curve(workdir: str) -> list[list[float]]:
   return [[r['step'], r['eval/d_test_accuracy']] for r in rows if 'eval/d_test_accuracy' in r]
 
 
-def run_seeds(workdir: str) -> int:
-  """How many seeds the run in `workdir` trains at once (config.num_seeds)."""
+def run_config_of(workdir: str) -> dict:
+  """The config.json of the run in `workdir`, which must have logged metrics."""
   if not os.path.exists(os.path.join(workdir, 'metrics.jsonl')):
     raise BadInput(f"--curve_of={workdir} is not a run's workdir: it has no metrics.jsonl")
   with open(os.path.join(workdir, 'config.json')) as f:
-    return json.load(f).get('num_seeds', 1)
+    return json.load(f)
 
 
 def seed_rows(rows: list[dict], index: int, num_seeds: int) -> list[dict]:
@@ -202,11 +202,10 @@ def run_curve(workdir: str, index: int = 0) -> dict:
   """A run's curve, to commit where its workdir may not last: test (and validation) errors at
   each evaluation, the evaluations and the training metrics, from metrics.jsonl and config.json;
   of its `index`-th seed where it trains several."""
-  num_seeds = run_seeds(workdir)
-  with open(os.path.join(workdir, 'config.json')) as f:
-    config = json.load(f)
+  config = run_config_of(workdir)
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    rows = seed_rows([json.loads(line) for line in f if line.strip()], index, num_seeds)
+    rows = [json.loads(line) for line in f if line.strip()]
+  rows = seed_rows(rows, index, config.get('num_seeds', 1))
   evaluations = [
     {'step': r['step'], **{k.split('/', 1)[1]: v for k, v in r.items() if k.startswith('eval/')}}
     for r in rows
@@ -240,7 +239,7 @@ def run_curve(workdir: str, index: int = 0) -> dict:
 
 def write_curves(workdir: str, out: str) -> None:
   """`run_curve` of each seed of the run to `out`, whose '{seed}' a run of several seeds fills."""
-  num_seeds = run_seeds(workdir)
+  num_seeds = run_config_of(workdir).get('num_seeds', 1)
   if num_seeds > 1 and '{seed}' not in out:
     raise BadInput(
       f'--curve_of={workdir} trains {num_seeds} seeds: give --out a {{seed}} for a file each, '
