@@ -2,7 +2,7 @@
 seeds. Two studies, chosen by --study:
 
   python study.py --budgets=20,50,100,1000,4000 --seeds=3 --out=workdirs/study
-  python study.py --study=improved_gan --budgets=20,50,100,200 --seeds=3 --steps=N \
+  python study.py --study=improved_gan --budgets=20,50,100,200 --seeds=3 --steps=84000 \
       --out=workdirs/improved_gan
 
 - `sgan` (the default): SGAN, SGAN with feature matching, the plain and the strong labels-only
@@ -30,7 +30,8 @@ not run again when its workdir is gone. The schedule can be chosen on a validati
 the test curve:
 
   python study.py --curve_of=WORKDIR --out=docs/study/CURVE.json
-  python study.py --study=improved_gan --steps_from=docs/study/CURVE.json --within=13 ...
+  python study.py --study=improved_gan --steps_from=docs/study/improved_gan_mnist_n100_s0.json \
+      --within=13 --out=workdirs/improved_gan --summary_dir=docs/study
 
 --curve_of writes a run's test and validation errors at each evaluation (train it with
 data.validation > 0), a file for each seed of a run of several (--out=curve_s{seed}.json);
@@ -38,6 +39,7 @@ data.validation > 0), a file for each seed of a run of several (--out=curve_s{se
 and the summary records that choice beside the steps.
 """
 
+import functools
 import importlib
 import json
 import os
@@ -53,39 +55,48 @@ from gan_jax.errors import BadInput
 from gan_jax.writers import atomic_write_bytes
 from study_report import SGAN, STUDIES, Study, count_errors, plot, write_summary
 
-_STUDY = flags.DEFINE_enum('study', SGAN.name, list(STUDIES), 'Which study to run.')
-_BUDGETS = flags.DEFINE_list(
-  'budgets',
-  None,
-  "Label budgets: multiples of the number of classes. Default: the study's ("
-  + '; '.join(f'{s.name}: {",".join(map(str, s.budgets))}' for s in STUDIES.values())
-  + '; 4000 is every train label of mnist5k).',
-)
-_SEEDS = flags.DEFINE_integer('seeds', 3, 'Seeds 0 .. seeds-1 per budget and system.')
-_OUT = flags.DEFINE_string('out', 'workdirs/study', 'Where the runs, table and plot go.')
-_STEPS = flags.DEFINE_integer('steps', 0, 'Overrides train.num_steps of every config; 0 = theirs.')
-_STEPS_FROM = flags.DEFINE_string(
-  'steps_from',
-  '',
-  'A run curve JSON (written by --curve_of): --steps becomes its first evaluation step whose '
-  'validation errors are within --within of their minimum.',
-)
-_WITHIN = flags.DEFINE_integer(
-  'within', 13, "Errors for --steps_from: 13 is two of the paper's std at 100 labels (6.5)."
-)
-_SUMMARY_DIR = flags.DEFINE_string(
-  'summary_dir',
-  '',
-  'Where <stem>.json, .md and .png are read and written (default --out). Runs recorded in its '
-  'JSON at their final step whose workdirs are gone are not run again.',
-)
-_CURVE_OF = flags.DEFINE_string(
-  'curve_of',
-  '',
-  "Writes this workdir's test and validation curve to --out (a .json; with a '{seed}' in it, "
-  'one per seed of a run of several) and exits.',
-)
-_VARIANT = flags.DEFINE_string('config_variant', '', 'Config argument, e.g. "smoke".')
+
+def define_flags(values: flags.FlagValues) -> None:
+  """study.py's flags on `values` (a fresh FlagValues parses a documented command in a test)."""
+  string = functools.partial(flags.DEFINE_string, flag_values=values)
+  integer = functools.partial(flags.DEFINE_integer, flag_values=values)
+  flags.DEFINE_enum('study', SGAN.name, list(STUDIES), 'Which study to run.', flag_values=values)
+  flags.DEFINE_list(
+    'budgets',
+    None,
+    "Label budgets: multiples of the number of classes. Default: the study's ("
+    + '; '.join(f'{s.name}: {",".join(map(str, s.budgets))}' for s in STUDIES.values())
+    + '; 4000 is every train label of mnist5k).',
+    flag_values=values,
+  )
+  integer('seeds', 3, 'Seeds 0 .. seeds-1 per budget and system.')
+  string('out', 'workdirs/study', 'Where the runs, table and plot go.')
+  integer('steps', 0, 'Overrides train.num_steps of every config; 0 = theirs.')
+  string(
+    'steps_from',
+    '',
+    'A run curve JSON (written by --curve_of): --steps becomes its first evaluation step whose '
+    'validation errors are within --within of their minimum.',
+  )
+  integer(
+    'within', 13, "Errors for --steps_from: 13 is two of the paper's std at 100 labels (6.5)."
+  )
+  string(
+    'summary_dir',
+    '',
+    'Where <stem>.json, .md and .png are read and written (default --out). Runs recorded in its '
+    'JSON at their final step whose workdirs are gone are not run again.',
+  )
+  string(
+    'curve_of',
+    '',
+    "Writes this workdir's test and validation curve to --out (a .json; with a '{seed}' in it, "
+    'one per seed of a run of several) and exits.',
+  )
+  string('config_variant', '', 'Config argument, e.g. "smoke".')
+
+
+define_flags(flags.FLAGS)
 
 
 def run_config(
@@ -297,6 +308,35 @@ def command(
   return ' '.join(['python study.py', *args])
 
 
+def study_header(
+  budgets,
+  seeds: int,
+  out: str,
+  steps: int,
+  variant: str,
+  study: Study,
+  summary_dir: str,
+  schedule: dict | None,
+  test_size: int,
+) -> dict:
+  """What a study's summary records of its set-up: the command that makes (or resumes) it, the
+  data, each system's steps, the variant, the seeds and the schedule's choice."""
+  configs = {s: run_config(s, budgets[0], 0, variant, steps, study) for s in study.systems}
+  given = summary_dir if summary_dir != out else ''
+  header = {
+    'study': study.name,
+    'command': command(budgets, seeds, out, steps, variant, study, given, schedule),
+    'dataset': configs[next(iter(configs))].data.name,
+    'test_size': test_size,
+    'num_steps': {s: c.train.num_steps for s, c in configs.items()},
+    'config_variant': variant,
+    'seeds': seeds,
+  }
+  if schedule:
+    header['schedule'] = schedule
+  return header
+
+
 def recorded_runs(path: str, header: dict) -> dict[str, dict]:
   """The finished runs a summary JSON records for this same study (its header's steps, data and
   variant), by name: a study resumes from its committed summary when the workdirs are gone. The
@@ -326,26 +366,15 @@ def run_study(
 ) -> list[dict]:
   """Runs (or resumes) every run, rewriting SUMMARY_DIR/<stem>.md and .json (SUMMARY_DIR: `out`
   unless given) after each, then draws SUMMARY_DIR/<stem>.png; returns the table rows. A schedule
-  (from `steps_from_curve`) sets the steps and is recorded with them."""
+  (from `steps_from_curve`) is recorded beside the steps it chose (`study_args`)."""
   budgets = sorted({int(b) for b in budgets})
-  steps = schedule['steps'] if schedule else steps
   test_size = check_budgets(budgets, seeds, variant, study)
   summary_dir = summary_dir or out
   os.makedirs(out, exist_ok=True)
   os.makedirs(summary_dir, exist_ok=True)
-  configs = {s: run_config(s, budgets[0], 0, variant, steps, study) for s in study.systems}
-  given = summary_dir if summary_dir != out else ''
-  header = {
-    'study': study.name,
-    'command': command(budgets, seeds, out, steps, variant, study, given, schedule),
-    'dataset': configs[next(iter(configs))].data.name,
-    'test_size': test_size,
-    'num_steps': {s: c.train.num_steps for s, c in configs.items()},
-    'config_variant': variant,
-    'seeds': seeds,
-  }
-  if schedule:
-    header['schedule'] = schedule
+  header = study_header(
+    budgets, seeds, out, steps, variant, study, summary_dir, schedule, test_size
+  )
   recorded = recorded_runs(os.path.join(summary_dir, f'{study.stem}.json'), header)
   plan = [
     (
@@ -381,31 +410,45 @@ def run_study(
   return rows
 
 
+def study_args(values: flags.FlagValues) -> dict:
+  """`run_study`'s arguments from study.py's flags in `values`, checked (a BadInput) before
+  anything is trained."""
+  study = STUDIES[values.study]
+  budgets = values.budgets if values.budgets is not None else study.budgets
+  try:
+    budgets = sorted({int(b) for b in budgets})
+  except ValueError:
+    raise BadInput(f'--budgets={",".join(budgets)}: integers expected') from None
+  if values.steps_from and values.steps:
+    raise BadInput('--steps and --steps_from both set: give one')
+  schedule = steps_from_curve(values.steps_from, values.within) if values.steps_from else None
+  return {
+    'budgets': budgets,
+    'seeds': values.seeds,
+    'out': values.out,
+    'steps': schedule['steps'] if schedule else values.steps,
+    'variant': values.config_variant,
+    'study': study,
+    'summary_dir': values.summary_dir or values.out,
+    'schedule': schedule,
+  }
+
+
 def main(argv):
   del argv
-  if not flags.FLAGS['verbosity'].present:
+  values = flags.FLAGS
+  if not values['verbosity'].present:
     logging.set_verbosity(logging.ERROR)  # orbax logs each file it writes
-  study = STUDIES[_STUDY.value]
-  budgets = _BUDGETS.value if _BUDGETS.value is not None else study.budgets
   try:
-    budgets = [int(b) for b in budgets]
-  except ValueError:
-    raise app.UsageError(f'--budgets={",".join(budgets)}: integers expected') from None
-  try:
-    if _CURVE_OF.value:
-      write_curves(_CURVE_OF.value, _OUT.value)
+    if values.curve_of:
+      write_curves(values.curve_of, values.out)
       return
-    if _STEPS_FROM.value and _STEPS.value:
-      raise BadInput('--steps and --steps_from both set: give one')
-    schedule = steps_from_curve(_STEPS_FROM.value, _WITHIN.value) if _STEPS_FROM.value else None
-    summary_dir = _SUMMARY_DIR.value or _OUT.value
-    run_study(
-      budgets, _SEEDS.value, _OUT.value, _STEPS.value, _VARIANT.value, study, summary_dir, schedule
-    )
+    args = study_args(values)
+    run_study(**args)
   except BadInput as error:  # a bad budget, config or data dir: one line, as launch.py does
     print(f'error: {error}', file=sys.stderr)
     sys.exit(2)
-  with open(os.path.join(summary_dir, f'{study.stem}.md')) as f:
+  with open(os.path.join(args['summary_dir'], f'{args["study"].stem}.md')) as f:
     print(f.read())
 
 

@@ -3,12 +3,15 @@
 The `python launch.py ...` lines of README.md, BENCHMARKS.md, docs/ and the config docstrings,
 and every override the diagnosis can suggest on every shipped config, are parsed by launch.py's
 own parser in this process and must pass the checks that run before anything is compiled
-(`launch.check`, and the models built for the data's shape). The two README set-up commands run
-for real in a subprocess on an empty HOME.
+(`launch.check`, and the models built for the data's shape). The `python study.py ...` lines
+there, in study.py and in the study summaries it writes, are parsed by study.py's flags and must
+pass its checks, and one that names a committed summary must resume it, not be refused. The two
+README set-up commands run for real in a subprocess on an empty HOME.
 """
 
 import glob
 import importlib
+import json
 import os
 import re
 import shlex
@@ -21,6 +24,7 @@ import pytest
 from gan_jax import checks, diagnosis, models
 from gan_jax.objective import Objective
 import launch
+import study
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
 DOCUMENTS = ['README.md', 'BENCHMARKS.md', *sorted(glob.glob('docs/*.md', root_dir=REPO))]
@@ -31,17 +35,18 @@ CONFIG_FILES = sorted(
 )
 
 
-def command_lines(text: str) -> list[str]:
-  """The `python launch.py ...` commands in `text`, backslash continuations joined, a shell
-  loop (`for k in 1 10; do ... $k ...; done`) unrolled."""
+def command_lines(text: str, script: str = 'launch.py') -> list[str]:
+  """The `python SCRIPT ...` commands in `text`, backslash continuations and markdown's inline
+  code wrapped over lines joined, a shell loop (`for k in 1 10; do ... $k ...; done`) unrolled."""
   text = re.sub(r'\\\n\s*', ' ', text)
+  text = re.sub(r'(?<!`)`[^`]+`(?!`)', lambda m: m[0].replace('\n', ' '), text)
   text = re.sub(
     r'for (\w+) in ([^;]+); do (.*?); done',
     lambda m: '\n'.join(m[3].replace(f'${m[1]}', v) for v in m[2].split()),
     text,
   )
   # A command ends at a backquote, a closing quote or the prose after it: '   (the hinge loss'.
-  found = re.finditer(r'python launch\.py[^`\n"]*', text)
+  found = re.finditer(rf'python {re.escape(script)}[^`\n"]*', text)
   return [re.split(r'\s{2,}[(#]', m.group(0))[0] for m in found]
 
 
@@ -68,15 +73,15 @@ def expand(command: str, home: str) -> list[list[str]]:
   return [[f if a == config else a for a in args] for f in forms]
 
 
-def documented_commands() -> list[tuple[str, str]]:
-  """(where, command) for every documented launch.py command."""
+def documented_commands(script: str = 'launch.py', where=DOCUMENTS + CONFIG_FILES):
+  """(where, command) for every documented `python SCRIPT` command."""
   found = []
-  for path in DOCUMENTS + CONFIG_FILES:
+  for path in where:
     with open(os.path.join(REPO, path)) as f:
       text = f.read()
     if path.endswith('.py'):
       text = importlib.import_module(path[:-3].replace('/', '.')).__doc__ or ''
-    found += [(path, command) for command in command_lines(text)]
+    found += [(path, command) for command in command_lines(text, script)]
   return found
 
 
@@ -119,6 +124,78 @@ def test_a_documented_command_passes_the_checks(where, command, home):
   argvs = expand(command, home)
   for argv in argvs:
     passes_checks(argv, home)
+
+
+# --- study.py's commands ------------------------------------------------------------------------
+
+
+def study_summaries() -> list[str]:
+  """The committed summaries of today's study.py (curves have no command; docs/study/study.json,
+  written by an older one, records no study)."""
+  found = []
+  for path in sorted(glob.glob('docs/study/*.json', root_dir=REPO)):
+    with open(os.path.join(REPO, path)) as f:
+      if 'study' in json.load(f):
+        found.append(path)
+  return found
+
+
+STUDY_DOCUMENTS = [
+  *DOCUMENTS,
+  *CONFIG_FILES,
+  'study.py',
+  *sorted(glob.glob('docs/study/*.md', root_dir=REPO)),
+]
+
+
+def parse_study(argv: list[str]) -> flags.FlagValues:
+  """`study.py ARGV`'s flags, parsed by study.py's own definitions in this process."""
+  values = flags.FlagValues()
+  study.define_flags(values)
+  values(['study.py', *argv])
+  return values
+
+
+def resumed_header(args: dict, summary_path: str) -> dict:
+  """The header the study of `args` writes, checked against the committed summary at
+  `summary_path` as the study checks it before training (another study's summary is refused)."""
+  with open(summary_path) as f:
+    test_size = json.load(f)['test_size']
+  header = study.study_header(**args, test_size=test_size)
+  study.recorded_runs(summary_path, header)
+  return header
+
+
+def test_the_documents_hold_study_commands():
+  where = {path for path, _ in documented_commands('study.py', STUDY_DOCUMENTS)}
+  assert {'README.md', 'study.py', 'docs/study/improved_gan_mnist.md'} <= where
+  assert 'docs/study/improved_gan_mnist.json' in study_summaries()
+
+
+@pytest.mark.parametrize(('where', 'command'), documented_commands('study.py', STUDY_DOCUMENTS))
+def test_a_documented_study_command_passes_the_checks(where, command, home):
+  values = parse_study(shlex.split(command)[2:])
+  if values.curve_of:
+    assert values.out.endswith('.json'), command
+    return
+  args = study.study_args(values)  # the budgets, and the schedule from the committed curve
+  for system in args['study'].systems:
+    for budget in args['budgets']:
+      config = study.run_config(system, budget, 0, args['variant'], args['steps'], args['study'])
+      launch.check(config, os.path.join(home, 'workdir'))
+  summary = os.path.join(args['summary_dir'], f'{args["study"].stem}.json')
+  if args['summary_dir'].startswith('docs/') and os.path.exists(summary):
+    resumed_header(args, summary)
+
+
+@pytest.mark.parametrize('path', study_summaries())
+def test_a_committed_summary_is_resumed_by_its_own_command(path, monkeypatch):
+  """The command a summary records gives back its header: run again, it resumes the study."""
+  monkeypatch.chdir(REPO)
+  with open(path) as f:
+    summary = json.load(f)
+  header = resumed_header(study.study_args(parse_study(shlex.split(summary['command'])[2:])), path)
+  assert header == {key: summary[key] for key in header}
 
 
 def suggested(config) -> list[str]:
