@@ -73,7 +73,9 @@ def expand(command: str, home: str) -> list[list[str]]:
   return [[f if a == config else a for a in args] for f in forms]
 
 
-def documented_commands(script: str = 'launch.py', where=DOCUMENTS + CONFIG_FILES):
+def documented_commands(
+  script: str = 'launch.py', where: list[str] = DOCUMENTS + CONFIG_FILES
+) -> list[tuple[str, str]]:
   """(where, command) for every documented `python SCRIPT` command."""
   found = []
   for path in where:
